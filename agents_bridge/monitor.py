@@ -1,0 +1,115 @@
+"""The monitor: one per process, serving every agent run in it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from types import TracebackType
+from typing import Any
+
+from agents_bridge.codec import Record
+from agents_bridge.control import ControlListener
+from agents_bridge.emitter import Emitter
+from agents_bridge.run import AgentRun
+from agents_bridge.settings import Settings, load_settings
+from agents_bridge.topics import events_topic
+
+__all__ = ["Monitor"]
+
+_log = logging.getLogger(__name__)
+
+
+class Monitor:
+    """Emits agent events in the background and applies control commands.
+
+    >>> with Monitor() as monitor:
+    ...     with monitor.run("researcher-1") as run:
+    ...         run.step("search")
+    ...         run.tool_call("web_search", {"q": "kafka"})
+    """
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or load_settings()
+        self._emitter = Emitter(self.settings)
+        self._listener = ControlListener(self.settings, self._apply_command)
+        self._runs: set[AgentRun] = set()
+        self._runs_lock = threading.Lock()
+        self._seen_commands: set[str] = set()
+        self._started = False
+
+    def start(self) -> Monitor:
+        """Connect the event producer and the control listener; idempotent."""
+        if not self._started:
+            self._emitter.start()
+            self._listener.start()
+            self._started = True
+        return self
+
+    def close(self) -> None:
+        """Flush events (bounded by ``flush_timeout_s``) and disconnect."""
+        if self._started:
+            self._listener.close()
+            self._emitter.close()
+            self._started = False
+
+    def __enter__(self) -> Monitor:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def run(
+        self,
+        agent_id: str,
+        *,
+        task_id: str | None = None,
+        correlation_id: str | None = None,
+        parent_agent_id: str | None = None,
+        parent_task_id: str | None = None,
+    ) -> AgentRun:
+        """A run of ``agent_id`` on one task; enter it to emit task_start."""
+        events_topic(agent_id)  # validates the id before anything is emitted
+        task_id = task_id or uuid.uuid4().hex
+        run = AgentRun(
+            self._emitter.emit,
+            self._forget,
+            agent_id=agent_id,
+            task_id=task_id,
+            correlation_id=correlation_id or task_id,
+            parent_agent_id=parent_agent_id,
+            parent_task_id=parent_task_id,
+            capture_tool_args=self.settings.capture_tool_args,
+        )
+        with self._runs_lock:
+            self._runs.add(run)
+        return run
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every event emitted so far reached the broker."""
+        return self._emitter.flush(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: queued, sent, dropped, rejected, pending, rejected commands."""
+        return dict(self._emitter.describe(), rejected_commands=self._listener.rejected)
+
+    def _forget(self, run: AgentRun) -> None:
+        with self._runs_lock:
+            self._runs.discard(run)
+
+    def _apply_command(self, command: Record) -> None:
+        if command["command_id"] in self._seen_commands:
+            return  # idempotent by command_id
+        self._seen_commands.add(command["command_id"])
+        with self._runs_lock:
+            targets = [run for run in self._runs if run.matches(command)]
+        for run in targets:
+            _log.warning(
+                "%s %s (task %s): %s", command["kind"], run.agent_id, run.task_id, command["reason"]
+            )
+            run.apply(command)

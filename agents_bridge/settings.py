@@ -1,0 +1,107 @@
+"""The one typed settings object shared by the agent bridge and the cluster app.
+
+Values come from keyword overrides, then ``TRC_*`` environment variables, then
+an optional TOML file named by ``TRC_SETTINGS_FILE``, then the defaults below,
+which work against the embedded broker on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = ["Settings", "SettingsError", "load_settings"]
+
+_ENV_PREFIX = "TRC_"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message names the key and the fix."""
+
+
+class Settings(BaseSettings):
+    """Everything configurable, for both sides of the system."""
+
+    model_config = SettingsConfigDict(env_prefix=_ENV_PREFIX, extra="forbid", frozen=True)
+
+    # Broker
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Comma-separated host:port list of Kafka brokers."
+    )
+    embedded_broker_port: int = Field(9092, ge=1, le=65535)
+
+    # Cluster app
+    app_id: str = Field("trc", min_length=1, description="Faust app id and consumer group prefix.")
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(6066, ge=1, le=65535)
+    partitions: int = Field(4, ge=1, description="Partitions of the topics the app creates.")
+    topic_discovery_interval_ms: int = Field(
+        200, ge=50, le=1000, description="How often new agent topics are looked for."
+    )
+    broker_session_timeout_s: float = Field(6.0, ge=1.0)
+    data_dir: Path = Field(Path(".trc-data"), description="Worker table store directory.")
+
+    # Loop detector
+    loop_max_repeats: int = Field(3, ge=2, description="Equivalent calls that make a loop.")
+    loop_window_s: float = Field(90.0, gt=0)
+
+    # Agent bridge
+    emit_queue_size: int = Field(100_000, ge=1)
+    emit_linger_ms: int = Field(2, ge=0, le=1000)
+    capture_tool_args: bool = Field(
+        False, description="Send canonical tool arguments, not only their hash."
+    )
+    flush_timeout_s: float = Field(5.0, gt=0)
+    control_fetch_max_wait_ms: int = Field(
+        50, ge=1, le=500, description="Longest the control listener's fetch waits for a command."
+    )
+    replication_factor: int = Field(1, ge=1, description="Replication of topics created here.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        settings_file = os.environ.get(f"{_ENV_PREFIX}SETTINGS_FILE")
+        if settings_file:
+            if not Path(settings_file).is_file():
+                raise SettingsError(
+                    f"{_ENV_PREFIX}SETTINGS_FILE={settings_file!r} is not a file; "
+                    "point it at a TOML file or unset it."
+                )
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=settings_file))
+        return tuple(sources)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning validation failures into one readable error."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = ".".join(str(part) for part in error["loc"])
+            field = Settings.model_fields.get(key)
+            hint = f" ({field.description})" if field and field.description else ""
+            problems.append(
+                f"{_ENV_PREFIX}{key.upper()}={error.get('input')!r}: {error['msg']}{hint}"
+            )
+        raise SettingsError(
+            "invalid settings:\n  "
+            + "\n  ".join(problems)
+            + "\nfix the environment variable or the TRC_SETTINGS_FILE entry named above."
+        ) from None

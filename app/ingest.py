@@ -1,0 +1,123 @@
+"""Ingest: every agent's topic, found within the discovery interval, forwarded re-keyed.
+
+Agent topics are assigned to the ingest consumer directly instead of through a
+group pattern subscription: with one topic per agent, every new agent would
+otherwise stop the whole consumer group for a rebalance (seconds on Tansu,
+hundreds of milliseconds on Kafka), and a fleet that starts 1,000 agents would
+never stop rebalancing. Offsets are committed under their own group id after
+the forwarded records are acknowledged, so nothing is lost across restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from agents_bridge.codec import DecodeError, codec
+from agents_bridge.settings import Settings
+from agents_bridge.topics import EVENTS_PATTERN
+
+__all__ = ["AgentTopicIngest"]
+
+_log = logging.getLogger(__name__)
+
+Forward = Callable[[bytes, bytes], Awaitable[Awaitable[Any]]]
+"""(key, value) -> awaitable that resolves when the broker acknowledged it."""
+DeadLetter = Callable[[ConsumerRecord, DecodeError], Awaitable[None]]
+
+
+class AgentTopicIngest:
+    """Consumes ``trc.events.*`` and forwards each valid event keyed by correlation id."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        forward: Forward,
+        dead_letter: DeadLetter,
+        on_topics: Callable[[int], None] = lambda _: None,
+    ) -> None:
+        self._settings = settings
+        self._forward = forward
+        self._dead_letter = dead_letter
+        self._on_topics = on_topics
+        self._topics: set[str] = set()
+        self.running = False
+
+    @property
+    def topics(self) -> frozenset[str]:
+        return frozenset(self._topics)
+
+    async def run(self) -> None:
+        """Consume until cancelled; the consumer is closed on the way out."""
+        settings = self._settings
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            group_id=f"{settings.app_id}-ingest",
+            client_id=f"{settings.app_id}-ingest",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=50,
+        )
+        # Discovery reads whole-cluster metadata on its own client connection.
+        self._metadata = AIOKafkaClient(bootstrap_servers=settings.bootstrap_servers)
+        await self._metadata.bootstrap()
+        await self._consumer.start()
+        try:
+            await self._discover()
+            self.running = True
+            next_discovery = time.monotonic()
+            interval = self._settings.topic_discovery_interval_ms / 1000
+            while True:
+                if time.monotonic() >= next_discovery:
+                    await self._discover()
+                    next_discovery = time.monotonic() + interval
+                if not self._topics:
+                    await asyncio.sleep(interval)
+                    continue
+                batches = await self._consumer.getmany(
+                    timeout_ms=self._settings.topic_discovery_interval_ms
+                )
+                if batches:
+                    await self._process(batches)
+        finally:
+            self.running = False
+            await self._consumer.stop()
+            await self._metadata.close()
+
+    async def _discover(self) -> None:
+        cluster = await self._metadata.fetch_all_metadata()
+        topics = {t for t in cluster.topics() if EVENTS_PATTERN.match(t)}
+        if topics <= self._topics:
+            return
+        new = topics - self._topics
+        self._topics |= new
+        partitions = [
+            TopicPartition(topic, partition)
+            for topic in sorted(self._topics)
+            for partition in sorted(cluster.partitions_for_topic(topic) or ())
+        ]
+        # Positions of already-assigned partitions restart from the committed
+        # offsets, which _process commits after every batch.
+        self._consumer.assign(partitions)
+        self._on_topics(len(self._topics))
+        _log.info("consuming %d agent topics (new: %s)", len(self._topics), ", ".join(sorted(new)))
+
+    async def _process(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        acks = []
+        offsets = {}
+        for tp, records in batches.items():
+            for record in records:
+                try:
+                    _, event = codec.decode(record.value or b"", expect="trc.AgentEvent")
+                except DecodeError as exc:
+                    await self._dead_letter(record, exc)
+                else:
+                    acks.append(await self._forward(event["correlation_id"].encode(), record.value))
+            offsets[tp] = records[-1].offset + 1
+        await asyncio.gather(*acks)
+        await self._consumer.commit(offsets)

@@ -1,0 +1,48 @@
+"""Prometheus metrics of the cluster app."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    """One registry per app instance, so tests can run several in one process."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.events_processed = Counter(
+            "trc_events_processed",
+            "Agent events processed by the detectors.",
+            registry=self.registry,
+        )
+        self.anomalies = Counter(
+            "trc_anomalies",
+            "Anomalies detected.",
+            ["detector", "category"],
+            registry=self.registry,
+        )
+        self.commands_issued = Counter(
+            "trc_commands_issued", "Control commands issued.", ["kind"], registry=self.registry
+        )
+        self.dead_letters = Counter(
+            "trc_dead_letters",
+            "Records sent to the dead-letter topic.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.detection_latency = Histogram(
+            "trc_detection_latency_seconds",
+            "Offending event emitted -> control command acknowledged by the broker.",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.agent_topics = Gauge(
+            "trc_agent_topics", "Agent event topics being consumed.", registry=self.registry
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -48,6 +48,13 @@ class Settings(BaseSettings):
         200, ge=50, le=1000, description="How often new agent topics are looked for."
     )
     broker_session_timeout_s: float = Field(6.0, ge=1.0)
+    fetch_max_wait_ms: int = Field(
+        10,
+        ge=1,
+        le=1500,
+        description="Longest an app consumer's fetch waits for data. Tansu answers a long poll "
+        "late, so keep it small there; on Kafka 100-500 saves idle fetches.",
+    )
     data_dir: Path = Field(Path(".trc-data"), description="Worker table store directory.")
 
     # Loop detector

@@ -30,6 +30,10 @@ async def wait_for_broker(bootstrap_servers: str, wait_s: float = 15.0) -> None:
     deadline = time.monotonic() + wait_s
     last_error: Exception | None = None
     while time.monotonic() < deadline:
+        # A cheap TCP probe first, so a broker still starting is not logged as an error.
+        if not any(_accepts(server) for server in bootstrap_servers.split(",")):
+            await asyncio.sleep(0.05)
+            continue
         client = AIOKafkaClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=2000)
         try:
             await client.bootstrap()
@@ -44,6 +48,15 @@ async def wait_for_broker(bootstrap_servers: str, wait_s: float = 15.0) -> None:
         f"no Kafka broker answered metadata requests at {bootstrap_servers} within {wait_s:.0f} s"
         + (f" (last error: {last_error})" if last_error else "")
     )
+
+
+def _accepts(server: str) -> bool:
+    host, _, port = server.strip().rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=0.5):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 class EmbeddedBroker:

@@ -61,7 +61,7 @@ class AgentTopicIngest:
             client_id=f"{settings.app_id}-ingest",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=50,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
         )
         # Discovery reads whole-cluster metadata on its own client connection.
         self._metadata = AIOKafkaClient(bootstrap_servers=settings.bootstrap_servers)

@@ -24,7 +24,7 @@ from app.ingest import AgentTopicIngest
 from app.metrics import Metrics
 from app.policy import decide
 from app.topic_specs import ensure_topics, owned_topics
-from app.transport import SCHEME
+from app.transport import FETCH_MAX_WAIT_ATTR, SCHEME
 
 __all__ = ["create_app"]
 
@@ -33,6 +33,7 @@ _log = logging.getLogger(__name__)
 
 def create_app(settings: Settings) -> faust.App:
     """Build the Faust app for ``settings``; each app id is its own consumer group."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=[f"{SCHEME}://{server}" for server in settings.bootstrap_servers.split(",")],
@@ -50,6 +51,7 @@ def create_app(settings: Settings) -> faust.App:
         producer_linger_ms=0,
         stream_wait_empty=False,
     )
+    setattr(app, FETCH_MAX_WAIT_ATTR, settings.fetch_max_wait_ms)
     metrics = Metrics()
     loop_config = LoopConfig(settings.loop_max_repeats, settings.loop_window_s)
     by_chain = app.topic(

@@ -1,0 +1,222 @@
+"""Benchmarks: print a readable table and JSON, each figure beside its baseline.
+
+    python -m bench.run            # all benchmarks on a fresh embedded broker
+    python -m bench.run emit       # one of: emit, kill
+
+emit  - cost of one emit on the agent's own thread (target p99 < 50 µs),
+        baseline: queue.Queue.put_nowait of the same dict, in the same run.
+kill  - offending event emitted -> agent halted (target p99 < 100 ms) with a
+        steady background load, for agents whose topic already exists and for
+        brand-new agents (topic discovery included; target < 1 s),
+        baseline: one produce -> consume round trip on the same broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import queue
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from agents_bridge import AgentKilled, Monitor, load_settings
+from app.broker import EmbeddedBroker
+from app.worker_process import WorkerProcess
+from tests.conftest import free_port
+
+
+def _stats(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "n": len(ordered),
+        "median": statistics.median(ordered),
+        "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+        "max": ordered[-1],
+    }
+
+
+def bench_emit(monitor: Monitor, n: int = 50_000) -> dict[str, Any]:
+    run = monitor.run(f"bench-emit-{uuid.uuid4().hex[:6]}")
+    with run:
+        costs = []
+        for i in range(n):
+            t0 = time.perf_counter_ns()
+            run.step("act")
+            costs.append((time.perf_counter_ns() - t0) / 1000)
+            if i % 5000 == 0:
+                monitor.flush()  # keep the queue short, as a live agent would
+        base_q: queue.Queue[dict[str, Any]] = queue.Queue()
+        baseline = []
+        for i in range(n):
+            record = {"event_id": uuid.uuid4().hex, "step_index": i, "emitted_at": time.time_ns()}
+            t0 = time.perf_counter_ns()
+            base_q.put_nowait(record)
+            baseline.append((time.perf_counter_ns() - t0) / 1000)
+    monitor.flush()
+    return {
+        "unit": "µs",
+        "emit step event": _stats(costs),
+        "baseline queue.put_nowait": _stats(baseline),
+    }
+
+
+async def _round_trip(bootstrap: str, n: int) -> list[float]:
+    topic = f"bench.rtt.{uuid.uuid4().hex[:6]}"
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, fetch_max_wait_ms=50)
+    await producer.start()
+    await consumer.start()
+    try:
+        await producer.send_and_wait(topic, b"warm", partition=0)
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_end(tp)
+        samples = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            await producer.send_and_wait(topic, b"x", partition=0)
+            await consumer.getone()
+            samples.append((time.perf_counter() - t0) * 1000)
+        return samples
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def _kill_once(monitor: Monitor, agent_id: str) -> tuple[float, float]:
+    """Emit a loop; return (3rd call emitted -> halted, command issued -> halted) in ms."""
+    emitted = 0.0
+
+    async def looping() -> None:
+        nonlocal emitted
+        async with monitor.run(agent_id) as run:
+            for _ in range(3):
+                emitted = time.time()
+                run.tool_call("kb_search", {"q": "same"})
+            await asyncio.Event().wait()
+
+    try:
+        await asyncio.wait_for(looping(), 10)
+    except AgentKilled as exc:
+        halted = time.time()
+        issued = exc.command["issued_at"] / 1e6
+        return (halted - emitted) * 1000, (halted - issued) * 1000
+    raise RuntimeError(f"{agent_id} was not killed within 10 s")
+
+
+def _background_load(monitor: Monitor, agents: int, rate: float, stop: threading.Event) -> None:
+    runs = [monitor.run(f"bench-load-{i}-{uuid.uuid4().hex[:4]}") for i in range(agents)]
+    for run in runs:
+        run.__enter__()
+    interval = 1.0 / rate
+    i = 0
+    while not stop.wait(interval):
+        for run in runs:
+            run.tool_call("fetch", {"page": i})  # distinct args: never a loop
+        i += 1
+    for run in runs:
+        run.__exit__(None, None, None)
+
+
+async def bench_kill(monitor: Monitor, bootstrap: str, n: int, load_agents: int) -> dict[str, Any]:
+    rtt = await _round_trip(bootstrap, n)
+    stop = threading.Event()
+    load = threading.Thread(target=_background_load, args=(monitor, load_agents, 10.0, stop))
+    load.start()
+    try:
+        known = f"bench-known-{uuid.uuid4().hex[:6]}"
+        await _kill_once(monitor, known)  # creates the topic; not measured
+        known_samples = [await _kill_once(monitor, known) for _ in range(n)]
+        new_samples = [
+            await _kill_once(monitor, f"bench-new-{uuid.uuid4().hex[:8]}")
+            for _ in range(max(5, n // 4))
+        ]
+    finally:
+        stop.set()
+        load.join()
+    return {
+        "unit": "ms",
+        "background load": f"{load_agents} agents x 10 tool calls/s",
+        "emitted->halted, known agent": _stats([s[0] for s in known_samples]),
+        "issued->halted, known agent": _stats([s[1] for s in known_samples]),
+        "emitted->halted, new agent (discovery)": _stats([s[0] for s in new_samples]),
+        "baseline produce->consume round trip": _stats(rtt),
+    }
+
+
+def _machine() -> str:
+    return f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def _print_table(results: dict[str, Any]) -> None:
+    print(f"\nmachine: {results['machine']}, broker: {results['broker']}")
+    for name, figures in results["benchmarks"].items():
+        unit = figures["unit"]
+        print(f"\n{name} ({unit})")
+        print(f"  {'measure':<42} {'n':>7} {'median':>10} {'p99':>10} {'max':>10}")
+        for label, s in figures.items():
+            if isinstance(s, dict):
+                print(
+                    f"  {label:<42} {s['n']:>7} {s['median']:>10.2f} {s['p99']:>10.2f}"
+                    f" {s['max']:>10.2f}"
+                )
+            elif label != "unit":
+                print(f"  {label}: {s}")
+
+
+def main() -> int:
+    logging.getLogger("agents_bridge").setLevel(logging.ERROR)  # one line per kill otherwise
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("which", nargs="*", help="emit, kill (default: both)")
+    parser.add_argument("-n", type=int, default=40, help="kill iterations")
+    parser.add_argument("--load-agents", type=int, default=50)
+    parser.add_argument("--json", type=Path, help="also write the JSON here")
+    args = parser.parse_args()
+    args.which = args.which or ["emit", "kill"]
+    unknown = set(args.which) - {"emit", "kill"}
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}; choose emit or kill")
+    workdir = Path(tempfile.mkdtemp(prefix="trc-bench-"))
+    results: dict[str, Any] = {"machine": _machine(), "broker": "embedded Tansu", "benchmarks": {}}
+    with EmbeddedBroker(free_port(), log_path=workdir / "broker.log") as broker:
+        env = {
+            "TRC_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+            "TRC_APP_ID": f"bench-{uuid.uuid4().hex[:6]}",
+            "TRC_WEB_PORT": str(free_port()),
+            "TRC_DATA_DIR": str(workdir / "data"),
+        }
+        with (
+            WorkerProcess(env, workdir / "worker.log"),
+            Monitor(load_settings(bootstrap_servers=broker.bootstrap_servers)) as monitor,
+        ):
+            if "emit" in args.which:
+                print("emit benchmark...", file=sys.stderr)
+                results["benchmarks"]["emit"] = bench_emit(monitor)
+            if "kill" in args.which:
+                print("kill benchmark...", file=sys.stderr)
+                results["benchmarks"]["kill"] = asyncio.run(
+                    bench_kill(monitor, broker.bootstrap_servers, args.n, args.load_agents)
+                )
+    _print_table(results)
+    print(json.dumps(results, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

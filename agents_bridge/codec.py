@@ -56,17 +56,21 @@ def _schema_dir() -> Path:
 class Codec:
     """Encodes and decodes the records named by the ``.avsc`` files in ``schemas/``.
 
-    ``writers`` are the current schemas, one per record name. Older or newer
-    versions of a schema may be registered with :meth:`register` so that
-    records written with them can still be read.
+    Records are written with the current schemas (``schemas/*.avsc``) and read
+    with any registered writer schema: the current ones, every earlier version
+    kept in ``schemas/history/``, and any added with :meth:`register`.
     """
 
     def __init__(self, schema_dir: Path | None = None) -> None:
         self._current: dict[str, _Schema] = {}
         self._by_fingerprint: dict[bytes, _Schema] = {}
-        for path in sorted((schema_dir or _schema_dir()).glob("*.avsc")):
+        root = schema_dir or _schema_dir()
+        for path in sorted(root.glob("*.avsc")):
             schema = self.register(json.loads(path.read_text()))
             self._current[schema.name] = schema
+        # Earlier versions stay readable: records from not-yet-upgraded agents.
+        for path in sorted(root.glob("history/*.avsc")):
+            self.register(json.loads(path.read_text()))
 
     def register(self, schema_json: Mapping[str, Any]) -> _Schema:
         """Make records written with ``schema_json`` readable; returns its entry."""

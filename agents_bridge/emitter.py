@@ -19,12 +19,16 @@ from aiokafka.errors import TopicAlreadyExistsError
 from agents_bridge._loop_thread import LoopThread
 from agents_bridge.codec import EncodeError, Record, codec
 from agents_bridge.settings import Settings
+from agents_bridge.similarity import sketch
 from agents_bridge.topics import events_topic
 
-__all__ = ["Emitter", "EmitterStats"]
+__all__ = ["SKETCH_SOURCE", "Emitter", "EmitterStats"]
 
 _log = logging.getLogger(__name__)
 _EVENT = "trc.AgentEvent"
+
+SKETCH_SOURCE = "_sketch_source"
+"""Private record key: text whose similarity sketch is computed here, off the agent's thread."""
 
 
 class EmitterStats:
@@ -109,6 +113,9 @@ class Emitter:
             topic = events_topic(record["agent_id"])
             if topic not in self._known_topics:
                 await self._ensure_topic(topic)
+            source = record.pop(SKETCH_SOURCE, None)
+            if source:
+                record["tool_args_sketch"] = sketch(source)
             try:
                 value = codec.encode(_EVENT, record)
             except EncodeError as exc:

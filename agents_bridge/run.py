@@ -14,6 +14,7 @@ from typing import Any
 from agents_bridge.canonical import args_hash, canonical_json
 from agents_bridge.clock import now_us
 from agents_bridge.codec import Record
+from agents_bridge.emitter import SKETCH_SOURCE
 
 __all__ = ["AgentKilled", "AgentRun"]
 
@@ -100,14 +101,16 @@ class AgentRun:
     ) -> None:
         """Record that ``tool_name`` is invoked with ``args`` (a kill boundary)."""
         self.check()
+        canonical = canonical_json(args)
         self._event(
             "tool_call",
             tool_name=tool_name,
             tool_stage="invoked",
             tool_args_hash=args_hash(args),
-            tool_args=canonical_json(args) if self._capture_tool_args else None,
+            tool_args=canonical if self._capture_tool_args else None,
             duration_ms=duration_ms,
             status=status,
+            **{SKETCH_SOURCE: canonical},
         )
 
     def llm_call(

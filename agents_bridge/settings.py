@@ -57,9 +57,15 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(Path(".trc-data"), description="Worker table store directory.")
 
-    # Loop detector
-    loop_max_repeats: int = Field(3, ge=2, description="Equivalent calls that make a loop.")
-    loop_window_s: float = Field(90.0, gt=0)
+    # Detection
+    policy_file: Path | None = Field(
+        None, description="TOML policy file: thresholds, categories, per-agent-type overrides."
+    )
+    table_store: str = Field(
+        "memory://",
+        pattern=r"^(memory|rocksdb|rocksdict)://",
+        description="Faust table store: memory:// or rocksdict:// (pip install .[rocksdb]).",
+    )
 
     # Agent bridge
     emit_queue_size: int = Field(100_000, ge=1)

@@ -9,6 +9,7 @@ __all__ = [
     "CONTROL",
     "DEAD_LETTER",
     "EVENTS_PATTERN",
+    "EVENTS_PREFIX",
     "events_topic",
 ]
 

@@ -18,17 +18,35 @@ from typing import Any
 
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from agents_bridge.codec import DecodeError, codec
+from agents_bridge.codec import DecodeError, Record, codec
 from agents_bridge.settings import Settings
-from agents_bridge.topics import EVENTS_PATTERN
+from agents_bridge.topics import EVENTS_PATTERN, EVENTS_PREFIX
 
-__all__ = ["AgentTopicIngest"]
+__all__ = ["AgentTopicIngest", "invalid_reason"]
 
 _log = logging.getLogger(__name__)
 
-Forward = Callable[[bytes, bytes], Awaitable[Awaitable[Any]]]
-"""(key, value) -> awaitable that resolves when the broker acknowledged it."""
-DeadLetter = Callable[[ConsumerRecord, DecodeError], Awaitable[None]]
+Forward = Callable[[Record, bytes], Awaitable[list[Any]]]
+"""(decoded event, raw value) -> awaitables that resolve when the broker acknowledged."""
+DeadLetter = Callable[[ConsumerRecord, str, str], Awaitable[None]]
+"""(record, reason, reason kind) -> sent to the dead-letter topic."""
+
+
+def invalid_reason(topic: str, event: Record) -> str | None:
+    """Why a decodable event cannot be used, or None. Pure."""
+    for key in ("event_id", "agent_id", "task_id", "correlation_id", "event_type"):
+        if not event.get(key):
+            return f"field {key!r} is empty"
+    if topic != EVENTS_PREFIX + event["agent_id"]:
+        return f"agent_id {event['agent_id']!r} does not match its topic {topic!r}"
+    if event["emitted_at"] <= 0:
+        return f"emitted_at {event['emitted_at']} is not a timestamp"
+    for key in ("prompt_tokens", "completion_tokens", "retry_count"):
+        if event.get(key, 0) < 0:
+            return f"{key} is negative ({event[key]})"
+    if (event.get("duration_ms") or 0) < 0:
+        return f"duration_ms is negative ({event['duration_ms']})"
+    return None
 
 
 class AgentTopicIngest:
@@ -115,9 +133,13 @@ class AgentTopicIngest:
                 try:
                     _, event = codec.decode(record.value or b"", expect="trc.AgentEvent")
                 except DecodeError as exc:
-                    await self._dead_letter(record, exc)
-                else:
-                    acks.append(await self._forward(event["correlation_id"].encode(), record.value))
+                    await self._dead_letter(record, exc.reason, "undecodable")
+                    continue
+                reason = invalid_reason(record.topic, event)
+                if reason is not None:
+                    await self._dead_letter(record, reason, "invalid")
+                    continue
+                acks.extend(await self._forward(event, record.value or b""))
             offsets[tp] = records[-1].offset + 1
         await asyncio.gather(*acks)
         await self._consumer.commit(offsets)

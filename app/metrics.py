@@ -21,8 +21,8 @@ class Metrics:
         )
         self.anomalies = Counter(
             "trc_anomalies",
-            "Anomalies detected.",
-            ["detector", "category"],
+            "Findings published on trc.anomalies.",
+            ["detector", "category", "level"],
             registry=self.registry,
         )
         self.commands_issued = Counter(
@@ -38,6 +38,11 @@ class Metrics:
             "trc_detection_latency_seconds",
             "Offending event emitted -> control command acknowledged by the broker.",
             buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.policy_rejected_reloads = Gauge(
+            "trc_policy_rejected_reloads",
+            "Policy file edits rejected as invalid.",
             registry=self.registry,
         )
         self.agent_topics = Gauge(

@@ -1,12 +1,16 @@
-"""The Faust worker: wires topics, tables and detectors together. No logic lives here.
+"""The Faust worker: wires topics, tables and the detection engine. No logic lives here.
 
 agent topics --ingest--> <app_id>-events-by-chain (keyed by correlation id)
-  --detect agent--> loop windows table --> policy --> trc.control + trc.anomalies
+                     \\--> <app_id>-events-by-agent (heartbeats and spend, keyed by agent id)
+by chain: task / chain / tool-baseline tables -> engine -> policy -> respond
+by agent: agent table -> engine; a 1 s timer checks every agent for silence
+respond: trc.control (own producer, kills first) and trc.anomalies
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -15,20 +19,32 @@ from aiokafka import ConsumerRecord
 from faust.web import Request, Response, View
 
 from agents_bridge.clock import now_us
-from agents_bridge.codec import DecodeError, codec
+from agents_bridge.codec import codec
 from agents_bridge.settings import Settings
 from agents_bridge.topics import ANOMALIES, DEAD_LETTER
 from app.commands import CommandPublisher, kill_command
-from app.detectors import Finding, LoopConfig, LoopWindow, detect_loop
+from app.detectors.latency import ToolBaseline
+from app.engine import (
+    AgentState,
+    ChainState,
+    Outcome,
+    TaskState,
+    check_agent,
+    process_agent_event,
+    process_chain_event,
+)
 from app.ingest import AgentTopicIngest
 from app.metrics import Metrics
-from app.policy import decide
+from app.policy import PolicyStore
 from app.topic_specs import ensure_topics, owned_topics
 from app.transport import FETCH_MAX_WAIT_ATTR, SCHEME
 
 __all__ = ["create_app"]
 
 _log = logging.getLogger(__name__)
+
+# Events the per-agent stream needs: liveness and spend.
+_AGENT_STREAM_TYPES = frozenset({"heartbeat", "llm_call", "task_start", "task_end"})
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -37,7 +53,7 @@ def create_app(settings: Settings) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=[f"{SCHEME}://{server}" for server in settings.bootstrap_servers.split(",")],
-        store="memory://",
+        store=settings.table_store,
         datadir=str(settings.data_dir),
         web_host=settings.web_host,
         web_port=settings.web_port,
@@ -53,43 +69,47 @@ def create_app(settings: Settings) -> faust.App:
     )
     setattr(app, FETCH_MAX_WAIT_ATTR, settings.fetch_max_wait_ms)
     metrics = Metrics()
-    loop_config = LoopConfig(settings.loop_max_repeats, settings.loop_window_s)
-    by_chain = app.topic(
-        f"{settings.app_id}-events-by-chain",
-        key_serializer="raw",
-        value_serializer="raw",
-        internal=True,
-        partitions=settings.partitions,
-    )
+    policies = PolicyStore(settings.policy_file)
+
+    def internal_topic(name: str) -> Any:
+        return app.topic(
+            f"{settings.app_id}-{name}",
+            key_serializer="raw",
+            value_serializer="raw",
+            internal=True,
+            partitions=settings.partitions,
+        )
+
+    def table(name: str) -> Any:
+        return app.Table(
+            f"{settings.app_id}-{name}", default=None, key_type=str, partitions=settings.partitions
+        )
+
+    by_chain = internal_topic("events-by-chain")
+    by_agent = internal_topic("events-by-agent")
     anomalies = app.topic(ANOMALIES, key_serializer="raw", value_serializer="raw")
     dead_letters = app.topic(DEAD_LETTER, key_serializer="raw", value_serializer="raw")
-    loop_windows = app.Table(
-        f"{settings.app_id}-loop-windows",
-        default=None,
-        key_type=str,
-        partitions=settings.partitions,
-    )
+    tasks, chains, tools, agents = (table(n) for n in ("tasks", "chains", "tools", "agents"))
     commands = CommandPublisher(settings.bootstrap_servers, client_id=f"{settings.app_id}-control")
     state: dict[str, Any] = {"ingest": None, "assigned": False}
 
-    async def forward(key: bytes, value: bytes) -> Any:
-        return await by_chain.send(key=key, value=value)
+    async def forward(event: dict[str, Any], value: bytes) -> list[Any]:
+        acks = [await by_chain.send(key=event["correlation_id"].encode(), value=value)]
+        if event["event_type"] in _AGENT_STREAM_TYPES:
+            acks.append(await by_agent.send(key=event["agent_id"].encode(), value=value))
+        return acks
 
-    async def dead_letter(record: ConsumerRecord, error: DecodeError) -> None:
-        metrics.dead_letters.labels(reason="undecodable").inc()
+    async def dead_letter(record: ConsumerRecord, reason: str, kind: str) -> None:
+        metrics.dead_letters.labels(reason=kind).inc()
         _log.warning(
-            "dead-lettering %s[%s]@%s: %s",
-            record.topic,
-            record.partition,
-            record.offset,
-            error.reason,
+            "dead-lettering %s[%s]@%s: %s", record.topic, record.partition, record.offset, reason
         )
         await dead_letters.send(
             key=record.key,
             value=codec.encode(
                 "trc.DeadLetter",
                 {
-                    "reason": error.reason,
+                    "reason": reason,
                     "source_topic": record.topic,
                     "source_partition": record.partition,
                     "source_offset": record.offset,
@@ -99,62 +119,104 @@ def create_app(settings: Settings) -> faust.App:
             ),
         )
 
-    async def respond(finding: Finding) -> None:
-        decision = decide(finding)
+    async def respond(outcome: Outcome) -> None:
+        finding, decision = outcome.finding, outcome.decision
         anomaly_id = uuid.uuid4().hex
         command_id = None
-        if decision.kill:
+        if decision.kill:  # the kill goes first: it is what the agent is waiting for
             command = kill_command(
-                "task",
-                finding.task_id,
-                finding.detail,
+                decision.target_type,
+                decision.target_id,
+                decision.reason,
                 issuer=f"trc/{finding.detector}",
                 anomaly_id=anomaly_id,
             )
             await commands.publish(command)
             command_id = command["command_id"]
             metrics.commands_issued.labels(kind="KILL").inc()
-        latency_s = (now_us() - finding.trigger_emitted_at) / 1e6
-        metrics.detection_latency.observe(latency_s)
-        metrics.anomalies.labels(detector=finding.detector, category=decision.category).inc()
+        latency_s = max(0.0, (now_us() - finding.trigger_emitted_at) / 1e6)
+        if finding.level != "signal":
+            metrics.detection_latency.observe(latency_s)
+        metrics.anomalies.labels(
+            detector=finding.detector, category=decision.category, level=finding.level
+        ).inc()
         record = {
             "anomaly_id": anomaly_id,
             "detector": finding.detector,
-            "category": str(decision.category),
+            "category": decision.category,
             "severity": decision.severity,
             "agent_id": finding.agent_id,
             "task_id": finding.task_id,
             "correlation_id": finding.correlation_id,
-            "detail": finding.detail,
+            "detail": decision.reason,
             "evidence_event_ids": list(finding.evidence),
             "detected_at": now_us(),
             "detection_latency_ms": latency_s * 1000,
             "command_id": command_id,
+            "level": finding.level,
+            "value": finding.value,
+            "threshold": finding.threshold,
+            "root_cause_event_id": finding.root_cause_event_id,
         }
         await anomalies.send(
-            key=finding.task_id.encode(), value=codec.encode("trc.Anomaly", record)
+            key=finding.correlation_id.encode(), value=codec.encode("trc.Anomaly", record)
         )
-        _log.warning(
-            "anomaly %s on %s/%s: %s -> %s",
-            finding.detector,
-            finding.agent_id,
-            finding.task_id,
-            finding.detail,
-            "KILL" if decision.kill else "alert",
-        )
+        if finding.level == "breach":
+            _log.warning(
+                "%s %s on %s/%s: %s",
+                decision.category,
+                finding.detector,
+                finding.agent_id,
+                finding.task_id,
+                decision.reason,
+            )
+
+    def decode(value: bytes) -> dict[str, Any]:
+        return codec.decode(value, expect="trc.AgentEvent")[1]
 
     @app.agent(by_chain)
-    async def detect(stream: Any) -> None:
+    async def detect_by_chain(stream: Any) -> None:
         async for value in stream:
-            _, event = codec.decode(value, expect="trc.AgentEvent")
+            event = decode(value)
             metrics.events_processed.inc()
-            if event["event_type"] != "tool_call":
-                continue
-            window = LoopWindow.from_json(loop_windows.get(event["task_id"]))
-            window, finding = detect_loop(window, event, loop_config)
-            loop_windows[event["task_id"]] = window.to_json()
-            if finding is not None:
-                await respond(finding)
+            policy = policies.current().for_agent_type(event.get("agent_type"))
+            tool_key = event.get("tool_name") or ""
+            task, chain, baseline, outcomes = process_chain_event(
+                TaskState.from_json(tasks.get(event["task_id"])),
+                ChainState.from_json(chains.get(event["correlation_id"])),
+                ToolBaseline.from_json(tools.get(tool_key)) if tool_key else ToolBaseline(),
+                event,
+                policy,
+            )
+            tasks[event["task_id"]] = task.to_json()
+            if outcomes or event.get("parent_task_id") or event["event_type"] == "error":
+                chains[event["correlation_id"]] = chain.to_json()
+            if tool_key and event.get("duration_ms") is not None:
+                tools[tool_key] = baseline.to_json()
+            for outcome in outcomes:
+                await respond(outcome)
+
+    @app.agent(by_agent)
+    async def detect_by_agent(stream: Any) -> None:
+        async for value in stream:
+            event = decode(value)
+            policy = policies.current().for_agent_type(event.get("agent_type"))
+            agent, outcomes = process_agent_event(
+                AgentState.from_json(agents.get(event["agent_id"])), event, policy
+            )
+            agents[event["agent_id"]] = agent.to_json()
+            for outcome in outcomes:
+                await respond(outcome)
+
+    async def check_silence() -> None:
+        now, current = now_us(), policies.current()
+        for agent_id, data in list(agents.items()):
+            before = AgentState.from_json(data)
+            after, outcomes = check_agent(before, now, current.for_agent_type(None))
+            if outcomes:
+                agents[agent_id] = after.to_json()
+            for outcome in outcomes:
+                await respond(outcome)
 
     async def run_ingest() -> None:
         await ensure_topics(
@@ -174,15 +236,17 @@ def create_app(settings: Settings) -> faust.App:
         state["assigned"] = True
 
     app.task(run_ingest)
+    app.timer(1.0)(check_silence)
     app.on_rebalance_complete.connect(on_rebalanced)
 
     class MetricsView(View):
         async def get(self, request: Request) -> Response:
+            metrics.policy_rejected_reloads.set(policies.rejected_reloads)
             return self.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4")
 
     class HealthView(View):
         async def get(self, request: Request) -> Response:
-            return self.json({"status": "ok"})
+            return self.json({"status": "ok", "time": time.time()})
 
     class ReadyView(View):
         async def get(self, request: Request) -> Response:

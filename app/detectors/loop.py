@@ -1,15 +1,20 @@
-"""Reasoning-loop detector: the same tool with equivalent arguments, again and again.
+"""Reasoning loop: the same tool with equivalent arguments, again and again.
 
-The window is per task and holds the recent tool calls as (time, tool, args
-hash, event id). A finding fires on the call that makes the count reach
-``max_repeats`` inside ``window_s``, so a kill can land before the next one.
+Two calls are equivalent when their normalized argument hashes match (key
+order, whitespace, case and number format folded on the agent side) or when
+their argument word sets are similar enough (estimated from MinHash sketches,
+so rephrased text is caught without the text leaving the agent). The finding
+fires on the call that makes the count reach ``max_repeats`` inside
+``window_s``, so a kill lands before the next one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from agents_bridge.similarity import estimate_jaccard
 from app.detectors.finding import Finding
 
 __all__ = ["LoopConfig", "LoopWindow", "detect_loop"]
@@ -17,41 +22,52 @@ __all__ = ["LoopConfig", "LoopWindow", "detect_loop"]
 _US = 1_000_000
 
 
-@dataclass(frozen=True)
-class LoopConfig:
-    max_repeats: int = 3
-    window_s: float = 90.0
+class LoopConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_repeats: int = Field(3, ge=2, description="equivalent calls that make a loop")
+    window_s: float = Field(90.0, gt=0)
+    similarity: float = Field(
+        0.8, gt=0, le=1, description="word-set Jaccard at or above which arguments are equivalent"
+    )
+    max_calls: int = Field(500, ge=10, description="calls remembered per task")
 
 
-@dataclass(frozen=True)
-class _Call:
+class _Call(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     at_us: int
     tool: str
     args_hash: str
+    sketch: tuple[int, ...] = ()
     event_id: str
 
 
-@dataclass(frozen=True)
-class LoopWindow:
-    """Recent tool calls of one task, oldest first, and whether it already fired."""
+class LoopWindow(BaseModel):
+    """Recent tool calls of one task, oldest first, and the calls a finding covered."""
+
+    model_config = ConfigDict(frozen=True)
 
     calls: tuple[_Call, ...] = ()
-    fired_for: frozenset[str] = field(default_factory=frozenset)
+    reported: frozenset[str] = frozenset()
+    """Event ids already part of a finding: each loop is reported once."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "calls": [[c.at_us, c.tool, c.args_hash, c.event_id] for c in self.calls],
-            "fired_for": sorted(self.fired_for),
-        }
+        return self.model_dump(mode="json")
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> LoopWindow:
-        if not data:
-            return cls()
-        return cls(
-            calls=tuple(_Call(*c) for c in data["calls"]),
-            fired_for=frozenset(data["fired_for"]),
-        )
+        return cls.model_validate(data) if data else cls()
+
+
+def _equivalent(a: _Call, b: _Call, similarity: float) -> bool:
+    if a.tool != b.tool:
+        return False
+    if a.args_hash == b.args_hash:
+        return True
+    return bool(a.sketch and b.sketch) and (
+        estimate_jaccard(list(a.sketch), list(b.sketch)) >= similarity
+    )
 
 
 def detect_loop(
@@ -60,8 +76,7 @@ def detect_loop(
     """Fold one event into ``window``; return the new window and a finding, if any.
 
     Only ``tool_call`` events count. A redelivered event (same event id) is
-    ignored, so at-least-once delivery cannot fake a loop. Each (tool, args)
-    signature fires once per window.
+    ignored, so at-least-once delivery cannot fake a loop.
     """
     if event.get("event_type") != "tool_call" or not event.get("tool_name"):
         return window, None
@@ -69,15 +84,23 @@ def detect_loop(
         return window, None
     now = event["emitted_at"]
     horizon = now - int(config.window_s * _US)
-    call = _Call(now, event["tool_name"], event.get("tool_args_hash") or "", event["event_id"])
-    calls = (*(c for c in window.calls if c.at_us >= horizon), call)
-    signature = f"{call.tool}:{call.args_hash}"
-    repeats = [c for c in calls if c.tool == call.tool and c.args_hash == call.args_hash]
-    fired_for = frozenset(
-        s for s in window.fired_for if any(f"{c.tool}:{c.args_hash}" == s for c in calls)
+    call = _Call(
+        at_us=now,
+        tool=event["tool_name"],
+        args_hash=event.get("tool_args_hash") or "",
+        sketch=tuple(event.get("tool_args_sketch") or ()),
+        event_id=event["event_id"],
     )
-    if len(repeats) < config.max_repeats or signature in fired_for:
-        return LoopWindow(calls, fired_for), None
+    kept = [c for c in window.calls if c.at_us >= horizon][-(config.max_calls - 1) :]
+    calls = (*kept, call)
+    kept_ids = {c.event_id for c in calls}
+    reported = frozenset(i for i in window.reported if i in kept_ids)
+    repeats = [
+        c for c in calls if c.event_id not in reported and _equivalent(c, call, config.similarity)
+    ]
+    if len(repeats) < config.max_repeats:
+        return LoopWindow(calls=calls, reported=reported), None
+    evidence = tuple(c.event_id for c in repeats)
     finding = Finding(
         detector="reasoning_loop",
         agent_id=event["agent_id"],
@@ -87,7 +110,9 @@ def detect_loop(
             f"tool {call.tool!r} called {len(repeats)} times with equivalent arguments "
             f"within {config.window_s:g} s"
         ),
-        evidence=tuple(c.event_id for c in repeats),
+        evidence=evidence,
         trigger_emitted_at=now,
+        value=len(repeats),
+        threshold=config.max_repeats,
     )
-    return LoopWindow(calls, fired_for | {signature}), finding
+    return LoopWindow(calls=calls, reported=reported | set(evidence)), finding

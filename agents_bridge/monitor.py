@@ -37,18 +37,23 @@ class Monitor:
         self._runs_lock = threading.Lock()
         self._seen_commands: set[str] = set()
         self._started = False
+        self._stop_beating = threading.Event()
+        self._beater = threading.Thread(target=self._beat, name="trc-heartbeat", daemon=True)
 
     def start(self) -> Monitor:
         """Connect the event producer and the control listener; idempotent."""
         if not self._started:
             self._emitter.start()
             self._listener.start()
+            self._beater.start()
             self._started = True
         return self
 
     def close(self) -> None:
         """Flush events (bounded by ``flush_timeout_s``) and disconnect."""
         if self._started:
+            self._stop_beating.set()
+            self._beater.join(5)
             self._listener.close()
             self._emitter.close()
             self._started = False
@@ -68,23 +73,30 @@ class Monitor:
         self,
         agent_id: str,
         *,
+        agent_type: str | None = None,
         task_id: str | None = None,
         correlation_id: str | None = None,
         parent_agent_id: str | None = None,
         parent_task_id: str | None = None,
     ) -> AgentRun:
-        """A run of ``agent_id`` on one task; enter it to emit task_start."""
+        """A run of ``agent_id`` on one task; enter it to emit task_start.
+
+        ``agent_type`` selects the policy overrides and baselines for this agent;
+        ``correlation_id`` defaults to the task id (a chain of one).
+        """
         events_topic(agent_id)  # validates the id before anything is emitted
         task_id = task_id or uuid.uuid4().hex
         run = AgentRun(
             self._emitter.emit,
             self._forget,
             agent_id=agent_id,
+            agent_type=agent_type,
             task_id=task_id,
             correlation_id=correlation_id or task_id,
             parent_agent_id=parent_agent_id,
             parent_task_id=parent_task_id,
             capture_tool_args=self.settings.capture_tool_args,
+            heartbeat_interval_s=self.settings.heartbeat_interval_s,
         )
         with self._runs_lock:
             self._runs.add(run)
@@ -97,6 +109,20 @@ class Monitor:
     def stats(self) -> dict[str, Any]:
         """Counters: queued, sent, dropped, rejected, pending, rejected commands."""
         return dict(self._emitter.describe(), rejected_commands=self._listener.rejected)
+
+    def _beat(self) -> None:
+        # A daemon thread: it beats while agent code is busy and dies with the process,
+        # so silence means the executor is stuck or gone.
+        interval = self.settings.heartbeat_interval_s
+        while not self._stop_beating.wait(interval):
+            for run in self._active_runs():
+                run.heartbeat(interval)
+        for run in self._active_runs():
+            run.heartbeat(interval, stopped=True)  # a clean exit is not silence
+
+    def _active_runs(self) -> list[AgentRun]:
+        with self._runs_lock:
+            return list(self._runs)
 
     def _forget(self, run: AgentRun) -> None:
         with self._runs_lock:

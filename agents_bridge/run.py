@@ -43,13 +43,16 @@ class AgentRun:
         on_close: Callable[[AgentRun], None],
         *,
         agent_id: str,
+        agent_type: str | None,
         task_id: str,
         correlation_id: str,
         parent_agent_id: str | None,
         parent_task_id: str | None,
         capture_tool_args: bool,
+        heartbeat_interval_s: float,
     ) -> None:
         self.agent_id = agent_id
+        self.agent_type = agent_type
         self.task_id = task_id
         self.correlation_id = correlation_id
         self.parent_agent_id = parent_agent_id
@@ -61,6 +64,7 @@ class AgentRun:
         self._emit = emit
         self._on_close = on_close
         self._capture_tool_args = capture_tool_args
+        self._heartbeat_interval_s = heartbeat_interval_s
         self._lock = threading.Lock()
         self._acked = False
         self._task: asyncio.Task[Any] | None = None
@@ -74,6 +78,7 @@ class AgentRun:
                 "event_id": uuid.uuid4().hex,
                 "event_type": event_type,
                 "agent_id": self.agent_id,
+                "agent_type": self.agent_type,
                 "task_id": self.task_id,
                 "correlation_id": self.correlation_id,
                 "parent_agent_id": self.parent_agent_id,
@@ -183,8 +188,16 @@ class AgentRun:
 
     # -- lifecycle ------------------------------------------------------------
 
+    def heartbeat(self, interval_s: float, *, stopped: bool = False) -> None:
+        """Emitted by the monitor's heartbeat thread, never by agent code."""
+        self._event(
+            "heartbeat", heartbeat_interval_s=interval_s, status="stopped" if stopped else "ok"
+        )
+
     def _start(self) -> None:
-        self._event("task_start")
+        # The promised heartbeat period travels with the start, so an executor that
+        # dies before its first beat is still noticed.
+        self._event("task_start", heartbeat_interval_s=self._heartbeat_interval_s)
 
     def _finish(self, exc: BaseException | None) -> None:
         if self.kill_command is not None:

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
         False, description="Send canonical tool arguments, not only their hash."
     )
     flush_timeout_s: float = Field(5.0, gt=0)
+    heartbeat_interval_s: float = Field(
+        10.0, gt=0, description="Executor heartbeat period; 2 missed beats raise an alert."
+    )
     control_fetch_max_wait_ms: int = Field(
         50, ge=1, le=500, description="Longest the control listener's fetch waits for a command."
     )

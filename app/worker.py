@@ -174,49 +174,90 @@ def create_app(settings: Settings) -> faust.App:
     def decode(value: bytes) -> dict[str, Any]:
         return codec.decode(value, expect="trc.AgentEvent")[1]
 
+    async def quarantine(value: bytes, topic: str, exc: Exception) -> None:
+        # A bug or a surprise in one event must not stop the stream: keep it and go on.
+        _log.exception("processing failed; dead-lettering the event")
+        metrics.dead_letters.labels(reason="processing_error").inc()
+        await dead_letters.send(
+            value=codec.encode(
+                "trc.DeadLetter",
+                {
+                    "reason": f"processing error: {type(exc).__name__}: {exc}",
+                    "source_topic": topic,
+                    "source_partition": -1,
+                    "source_offset": -1,
+                    "payload": value,
+                    "failed_at": now_us(),
+                },
+            )
+        )
+
     @app.agent(by_chain)
     async def detect_by_chain(stream: Any) -> None:
         async for value in stream:
-            event = decode(value)
-            metrics.events_processed.inc()
-            policy = policies.current().for_agent_type(event.get("agent_type"))
-            tool_key = event.get("tool_name") or ""
-            task, chain, baseline, outcomes = process_chain_event(
-                TaskState.from_json(tasks.get(event["task_id"])),
-                ChainState.from_json(chains.get(event["correlation_id"])),
-                ToolBaseline.from_json(tools.get(tool_key)) if tool_key else ToolBaseline(),
-                event,
-                policy,
-            )
-            tasks[event["task_id"]] = task.to_json()
-            if outcomes or event.get("parent_task_id") or event["event_type"] == "error":
-                chains[event["correlation_id"]] = chain.to_json()
-            if tool_key and event.get("duration_ms") is not None:
-                tools[tool_key] = baseline.to_json()
-            for outcome in outcomes:
-                await respond(outcome)
+            try:
+                await on_chain_event(value)
+            except Exception as exc:
+                await quarantine(value, by_chain.get_topic_name(), exc)
+
+    async def on_chain_event(value: bytes) -> None:
+        event = decode(value)
+        metrics.events_processed.inc()
+        policy = policies.current().for_agent_type(event.get("agent_type"))
+        tool_key = event.get("tool_name") or ""
+        task, chain, baseline, outcomes = process_chain_event(
+            TaskState.from_json(tasks.get(event["task_id"])),
+            ChainState.from_json(chains.get(event["correlation_id"])),
+            ToolBaseline.from_json(tools.get(tool_key)) if tool_key else ToolBaseline(),
+            event,
+            policy,
+        )
+        tasks[event["task_id"]] = task.to_json()
+        if outcomes or event.get("parent_task_id") or event["event_type"] == "error":
+            chains[event["correlation_id"]] = chain.to_json()
+        if tool_key and event.get("duration_ms") is not None:
+            tools[tool_key] = baseline.to_json()
+        for outcome in outcomes:
+            await respond(outcome)
 
     @app.agent(by_agent)
     async def detect_by_agent(stream: Any) -> None:
         async for value in stream:
-            event = decode(value)
-            policy = policies.current().for_agent_type(event.get("agent_type"))
-            agent, outcomes = process_agent_event(
-                AgentState.from_json(agents.get(event["agent_id"])), event, policy
-            )
-            agents[event["agent_id"]] = agent.to_json()
-            for outcome in outcomes:
-                await respond(outcome)
+            try:
+                await on_agent_event(value)
+            except Exception as exc:
+                await quarantine(value, by_agent.get_topic_name(), exc)
+
+    async def on_agent_event(value: bytes) -> None:
+        event = decode(value)
+        policy = policies.current().for_agent_type(event.get("agent_type"))
+        agent, outcomes = process_agent_event(
+            AgentState.from_json(agents.get(event["agent_id"])), event, policy
+        )
+        agents[event["agent_id"]] = agent.to_json()
+        for outcome in outcomes:
+            await respond(outcome)
+
+    alerted: dict[str, int] = {}
+    """agent id -> last_seen it was reported silent for. Tables can only be written from
+    stream iteration, so the timer remembers here; a restart may report a silence again."""
 
     async def check_silence() -> None:
         now, current = now_us(), policies.current()
         for agent_id, data in list(agents.items()):
-            before = AgentState.from_json(data)
-            after, outcomes = check_agent(before, now, current.for_agent_type(None))
-            if outcomes:
-                agents[agent_id] = after.to_json()
-            for outcome in outcomes:
-                await respond(outcome)
+            agent = AgentState.from_json(data)
+            if alerted.get(agent_id) == agent.heartbeat.last_seen:
+                continue
+            alerted.pop(agent_id, None)
+            try:
+                _, outcomes = check_agent(
+                    agent, now, current.for_agent_type(agent.heartbeat.agent_type)
+                )
+                for outcome in outcomes:
+                    alerted[agent_id] = agent.heartbeat.last_seen
+                    await respond(outcome)
+            except Exception:
+                _log.exception("silence check of %s failed", agent_id)
 
     async def run_ingest() -> None:
         await ensure_topics(

@@ -23,13 +23,14 @@ class SilenceConfig(Config):
 
 class Heartbeat(State):
     agent_id: str = ""
+    agent_type: str | None = None
     task_id: str = ""
     correlation_id: str = ""
     last_seen: int = 0
     last_event_id: str = ""
     interval_s: float | None = None
     stopped: bool = False
-    """The executor said goodbye: its silence is expected."""
+    """The run ended or the executor said goodbye: its silence is expected."""
     alerted: bool = False
 
 
@@ -39,12 +40,14 @@ def record_heartbeat(state: Heartbeat, event: dict[str, Any]) -> Heartbeat:
         return state  # out of order: an older event says nothing new
     return Heartbeat(
         agent_id=event["agent_id"],
+        agent_type=event.get("agent_type"),
         task_id=event["task_id"],
         correlation_id=event["correlation_id"],
         last_seen=event["emitted_at"],
         last_event_id=event["event_id"],
         interval_s=event.get("heartbeat_interval_s") or state.interval_s,
-        stopped=event.get("event_type") == "heartbeat" and event.get("status") == "stopped",
+        stopped=event.get("event_type") == "task_end"
+        or (event.get("event_type") == "heartbeat" and event.get("status") == "stopped"),
     )
 
 

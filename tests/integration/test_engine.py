@@ -1,0 +1,154 @@
+"""Detection engine behaviours through a real worker and broker."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agents_bridge import AgentKilled, Monitor, load_settings
+from agents_bridge.topics import ANOMALIES
+from app.worker_process import WorkerProcess
+from tests.conftest import ARTIFACTS
+from tests.integration.conftest import unique, worker_env
+from tests.integration.topic_reader import read_until
+
+pytestmark = pytest.mark.integration
+
+POLICY = """
+[defaults.steps]
+warn = 50
+kill = 60
+
+[agent_types.planner]
+categories = { step_count = "recoverable", token_growth = "recoverable" }
+steps = { warn = 2, kill = 3 }
+"""
+
+
+def _anomalies_for(agent_id: str, detector: str):  # type: ignore[no-untyped-def]
+    return lambda seen: any(
+        v and v["agent_id"] == agent_id and v["detector"] == detector for _, v in seen
+    )
+
+
+async def test_a_killed_executor_goes_silent_and_raises_an_alert(
+    worker: WorkerProcess, bootstrap_servers: str
+) -> None:
+    agent_id = unique("executor")
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.silent_agent", bootstrap_servers, agent_id],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+    finally:
+        child.kill()  # SIGKILL: no goodbye heartbeat
+        child.wait()
+    seen = await read_until(
+        bootstrap_servers,
+        ANOMALIES,
+        _anomalies_for(agent_id, "silent_agent"),
+        what=f"a silent_agent alert for {agent_id}",
+    )
+    alert = next(v for _, v in seen if v and v["agent_id"] == agent_id)
+    assert alert["category"] == "recoverable" and alert["command_id"] is None
+
+
+async def test_a_cleanly_closed_monitor_is_not_reported_silent(
+    worker: WorkerProcess, bootstrap_servers: str
+) -> None:
+    quiet_id, witness_id = unique("quiet"), unique("witness")
+    settings = load_settings(bootstrap_servers=bootstrap_servers, heartbeat_interval_s=0.3)
+    with Monitor(settings) as monitor:
+        run = monitor.run(quiet_id).__enter__()
+        run.step("think")
+        monitor.flush()
+    # A witness killed afterwards proves the timer ran long enough to have seen the quiet one.
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.silent_agent", bootstrap_servers, witness_id],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+    finally:
+        child.kill()
+        child.wait()
+    seen = await read_until(
+        bootstrap_servers,
+        ANOMALIES,
+        _anomalies_for(witness_id, "silent_agent"),
+        what="the witness's silent_agent alert",
+    )
+    assert not any(v and v["agent_id"] == quiet_id for _, v in seen)
+
+
+@pytest.fixture(scope="module")
+def policy_worker(
+    bootstrap_servers: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    policy = tmp_path_factory.mktemp("policy") / "policy.toml"
+    policy.write_text(POLICY)
+    env = worker_env(bootstrap_servers, TRC_POLICY_FILE=str(policy))
+    with WorkerProcess(env, Path(ARTIFACTS) / f"worker-{env['TRC_APP_ID']}.log") as process:
+        yield process
+
+
+async def test_two_recoverable_breaches_in_one_task_escalate_to_a_kill(
+    policy_worker: WorkerProcess, bootstrap_servers: str
+) -> None:
+    agent_id = unique("planner")
+    with Monitor(load_settings(bootstrap_servers=bootstrap_servers)) as monitor:
+
+        async def planner() -> None:
+            async with monitor.run(agent_id, agent_type="planner") as run:
+                run.step("plan")  # steps: warn at 2, breach at 3 for planners
+                run.llm_call(prompt_tokens=250, completion_tokens=50)
+                run.step("plan")
+                run.llm_call(prompt_tokens=250, completion_tokens=50)
+                run.step("plan")  # step_count breach: recoverable, alert only
+                run.llm_call(prompt_tokens=1500, completion_tokens=300)  # 6x: token_growth
+                await asyncio.Event().wait()
+
+        with pytest.raises(AgentKilled) as killed:
+            await asyncio.wait_for(planner(), timeout=30)
+    assert "correlated breaches" in killed.value.command["reason"]
+    assert "step_count" in killed.value.command["reason"]
+    assert "token_growth" in killed.value.command["reason"]
+    seen = await read_until(
+        bootstrap_servers,
+        ANOMALIES,
+        _anomalies_for(agent_id, "token_growth"),
+        what="the token_growth anomaly",
+    )
+    by_detector = {v["detector"]: v for _, v in seen if v and v["agent_id"] == agent_id}
+    assert by_detector["step_count"]["command_id"] is None  # alone, it only alerted
+    assert by_detector["token_growth"]["command_id"] == killed.value.command["command_id"]
+
+
+async def test_default_agents_keep_the_default_thresholds(
+    policy_worker: WorkerProcess, bootstrap_servers: str
+) -> None:
+    agent_id, witness_id = unique("generalist"), unique("planner")
+    with Monitor(load_settings(bootstrap_servers=bootstrap_servers)) as monitor:
+        with monitor.run(agent_id) as run:  # no agent type: steps warn at 50
+            for _ in range(5):
+                run.step("work")
+        with monitor.run(witness_id, agent_type="planner") as run:
+            for _ in range(2):
+                run.step("work")  # a planner warns at 2
+        monitor.flush()
+    seen = await read_until(
+        bootstrap_servers,
+        ANOMALIES,
+        _anomalies_for(witness_id, "step_count"),
+        what="the planner's step_count warning",
+    )
+    assert not any(v and v["agent_id"] == agent_id for _, v in seen)

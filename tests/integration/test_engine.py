@@ -36,10 +36,8 @@ def _anomalies_for(agent_id: str, detector: str):  # type: ignore[no-untyped-def
     )
 
 
-async def test_a_killed_executor_goes_silent_and_raises_an_alert(
-    worker: WorkerProcess, bootstrap_servers: str
-) -> None:
-    agent_id = unique("executor")
+def _start_and_kill_executor(bootstrap_servers: str, agent_id: str) -> None:
+    """An agent process that beats every 0.3 s, killed with SIGKILL: no goodbye beat."""
     child = subprocess.Popen(
         [sys.executable, "-m", "tests.integration.silent_agent", bootstrap_servers, agent_id],
         stdout=subprocess.PIPE,
@@ -49,8 +47,15 @@ async def test_a_killed_executor_goes_silent_and_raises_an_alert(
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "ready"
     finally:
-        child.kill()  # SIGKILL: no goodbye heartbeat
+        child.kill()
         child.wait()
+
+
+async def test_a_killed_executor_goes_silent_and_raises_an_alert(
+    worker: WorkerProcess, bootstrap_servers: str
+) -> None:
+    agent_id = unique("executor")
+    await asyncio.to_thread(_start_and_kill_executor, bootstrap_servers, agent_id)
     seen = await read_until(
         bootstrap_servers,
         ANOMALIES,
@@ -71,16 +76,7 @@ async def test_a_cleanly_closed_monitor_is_not_reported_silent(
         run.step("think")
         monitor.flush()
     # A witness killed afterwards proves the timer ran long enough to have seen the quiet one.
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.silent_agent", bootstrap_servers, witness_id],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-    finally:
-        child.kill()
-        child.wait()
+    await asyncio.to_thread(_start_and_kill_executor, bootstrap_servers, witness_id)
     seen = await read_until(
         bootstrap_servers,
         ANOMALIES,

@@ -18,6 +18,8 @@ from types import TracebackType
 from aiokafka import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
+from app.child_lifetime import die_with_parent
+
 __all__ = ["BrokerStartError", "EmbeddedBroker", "wait_for_broker"]
 
 
@@ -98,6 +100,7 @@ class EmbeddedBroker:
             stderr=subprocess.STDOUT,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
             start_new_session=True,  # Ctrl-C in a terminal reaches us, not the broker directly
+            preexec_fn=die_with_parent,
         )
         try:
             asyncio.run(self._wait_ready(timeout))

@@ -13,6 +13,8 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
+from app.child_lifetime import die_with_parent
+
 __all__ = ["WorkerProcess", "WorkerStartError"]
 
 
@@ -43,6 +45,7 @@ class WorkerProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **self.env},
+            preexec_fn=die_with_parent,
         )
         log.close()
         try:

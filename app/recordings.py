@@ -1,0 +1,80 @@
+"""Recorded agent events: read back from the agent topics or from an exported file."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import fastavro
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, TopicPartition
+
+from agents_bridge.codec import DecodeError, codec
+from agents_bridge.topics import EVENTS_PATTERN
+
+__all__ = ["read_file", "read_topics"]
+
+Progress = Callable[[int, int], None]
+"""(records done, records in all) -> None."""
+
+
+def read_file(path: Path) -> Iterator[dict[str, Any]]:
+    """AgentEvents from an Avro container file (``.avro``) or JSON lines (anything else)."""
+    if path.suffix == ".avro":
+        with path.open("rb") as stream:
+            for record in fastavro.reader(stream, reader_schema=codec.schema("trc.AgentEvent")):
+                yield cast(dict[str, Any], record)
+        return
+    with path.open() as stream:
+        for number, line in enumerate(stream, start=1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except ValueError as exc:
+                    raise ValueError(f"{path}:{number}: not a JSON object: {exc}") from None
+
+
+async def read_topics(bootstrap_servers: str, progress: Progress) -> list[dict[str, Any]]:
+    """Every decodable event on ``trc.events.*`` up to the end offsets seen at the start."""
+    metadata = AIOKafkaClient(bootstrap_servers=bootstrap_servers)
+    await metadata.bootstrap()
+    try:
+        cluster = await metadata.fetch_all_metadata()
+    finally:
+        await metadata.close()
+    partitions = [
+        TopicPartition(topic, p)
+        for topic in sorted(t for t in cluster.topics() if EVENTS_PATTERN.match(t))
+        for p in sorted(cluster.partitions_for_topic(topic) or ())
+    ]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    events: list[dict[str, Any]] = []
+    try:
+        if not partitions:
+            return events
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        starts = {tp: await consumer.position(tp) for tp in partitions}
+        ends = await consumer.end_offsets(partitions)
+        total = sum(ends[tp] - starts[tp] for tp in partitions)
+        pending = {tp for tp in partitions if ends[tp] > starts[tp]}
+        done = 0
+        while pending:
+            batches = await consumer.getmany(*pending, timeout_ms=500)
+            for tp, records in batches.items():
+                for record in records:
+                    if record.offset >= ends[tp]:
+                        continue
+                    done += 1
+                    # Undecodable records are the worker's to dead-letter; a baseline skips them.
+                    with contextlib.suppress(DecodeError):
+                        events.append(codec.decode(record.value or b"", expect="trc.AgentEvent")[1])
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    pending.discard(tp)
+            progress(done, total)
+        return events
+    finally:
+        await consumer.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -37,10 +38,18 @@ class ControlListener:
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self.rejected = 0
+        self.attached = threading.Event()
+        """Set once the listener reads trc.control: commands from then on reach this process."""
 
-    def start(self) -> None:
+    def start(self, attach_timeout_s: float = 10.0) -> bool:
+        """Connect; wait up to ``attach_timeout_s`` for ``trc.control`` to be attached.
+
+        Returns False if the topic is not there yet; the listener keeps trying in
+        the background (an agent may start before the cluster does).
+        """
         self._thread.start()
         self._thread.run(self._start(), timeout=30)
+        return self.attached.wait(attach_timeout_s)
 
     async def _start(self) -> None:
         self._consumer = AIOKafkaConsumer(
@@ -50,25 +59,34 @@ class ControlListener:
             fetch_max_wait_ms=self._settings.control_fetch_max_wait_ms,
         )
         await self._consumer.start()
+        self._task = asyncio.get_running_loop().create_task(self._attach_and_listen())
+
+    async def _attach_and_listen(self) -> None:
+        assert self._consumer is not None
         partitions = await self._control_partitions()
         self._consumer.assign(partitions)
         await self._consumer.seek_to_end(*partitions)
         for partition in partitions:  # resolve positions now: later commands are never missed
             await self._consumer.position(partition)
-        self._task = asyncio.get_running_loop().create_task(self._listen())
+        self.attached.set()
+        await self._listen()
 
     async def _control_partitions(self) -> list[TopicPartition]:
         assert self._consumer is not None
-        for _ in range(50):
+        warned = False
+        while True:
             partitions = self._consumer.partitions_for_topic(CONTROL)
             if partitions:
                 return [TopicPartition(CONTROL, p) for p in sorted(partitions)]
-            await self._consumer._client.force_metadata_update()  # topic may be new
-            await asyncio.sleep(0.1)
-        raise RuntimeError(
-            f"topic {CONTROL!r} does not exist on {self._settings.bootstrap_servers}; "
-            "start the trc worker (it creates it) or create it with cleanup.policy=compact"
-        )
+            if not warned:
+                _log.warning(
+                    "topic %r does not exist on %s yet; waiting for the trc worker to create it",
+                    CONTROL,
+                    self._settings.bootstrap_servers,
+                )
+                warned = True
+            await self._consumer._client.force_metadata_update()  # no public refresh
+            await asyncio.sleep(0.5)
 
     async def _listen(self) -> None:
         assert self._consumer is not None

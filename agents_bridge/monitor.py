@@ -44,7 +44,8 @@ class Monitor:
         """Connect the event producer and the control listener; idempotent."""
         if not self._started:
             self._emitter.start()
-            self._listener.start()
+            if not self._listener.start(self.settings.control_attach_timeout_s):
+                _log.warning("control listener not attached yet; kills apply once it is")
             self._beater.start()
             self._started = True
         return self

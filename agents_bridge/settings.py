@@ -63,8 +63,9 @@ class Settings(BaseSettings):
     )
     table_store: str = Field(
         "memory://",
-        pattern=r"^(memory|rocksdb|rocksdict)://",
-        description="Faust table store: memory:// or rocksdict:// (pip install .[rocksdb]).",
+        pattern=r"^(memory|rocksdb)://$",
+        description="Faust table store: memory:// or rocksdb:// (RocksDB via rocksdict, for "
+        "large state; pip install 'total-runtime-control[rocksdb]').",
     )
 
     # Agent bridge
@@ -79,6 +80,9 @@ class Settings(BaseSettings):
     )
     control_fetch_max_wait_ms: int = Field(
         50, ge=1, le=500, description="Longest the control listener's fetch waits for a command."
+    )
+    control_attach_timeout_s: float = Field(
+        10.0, ge=0, description="How long Monitor.start() waits for trc.control to be readable."
     )
     replication_factor: int = Field(1, ge=1, description="Replication of topics created here.")
 

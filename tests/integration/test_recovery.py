@@ -1,0 +1,66 @@
+"""Windows survive a worker restart: the tables are changelog-backed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from agents_bridge import AgentKilled, Monitor, load_settings
+from app.worker_process import WorkerProcess
+from tests.conftest import ARTIFACTS
+from tests.integration.conftest import unique, worker_env
+
+pytestmark = pytest.mark.integration
+
+
+def _events_processed(worker: WorkerProcess) -> float:
+    with urllib.request.urlopen(worker.url("/metrics"), timeout=2) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("trc_events_processed_total "):
+                return float(line.split()[1])
+    return 0.0
+
+
+async def _until_processed(worker: WorkerProcess, count: int) -> None:
+    deadline = time.monotonic() + 20
+    while (seen := await asyncio.to_thread(_events_processed, worker)) < count:
+        assert time.monotonic() < deadline, f"worker processed {seen} of {count} events in 20 s"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_restarted_worker_recovers_its_windows_from_the_changelog(
+    bootstrap_servers: str, tmp_path: Path
+) -> None:
+    env = worker_env(bootstrap_servers, TRC_TABLE_STORE="rocksdb://")
+    agent_id = unique("restart")
+    first = WorkerProcess(
+        {**env, "TRC_DATA_DIR": str(tmp_path / "first")},
+        ARTIFACTS / f"worker-{env['TRC_APP_ID']}-first.log",
+    )
+    # A new worker with an empty data directory: only the changelog can tell it.
+    second = WorkerProcess(
+        {**env, "TRC_DATA_DIR": str(tmp_path / "second")},
+        ARTIFACTS / f"worker-{env['TRC_APP_ID']}-second.log",
+    )
+    first.start()
+    try:
+        with (
+            Monitor(load_settings(bootstrap_servers=bootstrap_servers)) as monitor,
+            pytest.raises(AgentKilled),
+        ):
+            async with monitor.run(agent_id) as run:
+                run.tool_call("search", {"q": "same"})
+                run.tool_call("search", {"q": "same"})
+                assert monitor.flush(10)
+                await _until_processed(first, 3)  # task_start + two calls
+                first.stop()
+                await asyncio.to_thread(second.start)
+                run.tool_call("search", {"q": "same"})  # the third equivalent call
+                await asyncio.wait_for(asyncio.Event().wait(), 30)
+    finally:
+        first.stop()
+        second.stop()

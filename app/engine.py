@@ -40,7 +40,8 @@ __all__ = [
     "process_chain_event",
 ]
 
-_DEDUP_MEMORY = 256
+_DEDUP_MEMORY = 64
+"""Event ids remembered per task: covers the replay of one uncommitted ingest batch."""
 
 
 class TaskState(State):

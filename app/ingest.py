@@ -26,6 +26,10 @@ __all__ = ["AgentTopicIngest", "invalid_reason"]
 
 _log = logging.getLogger(__name__)
 
+_COMMIT_INTERVAL_S = 0.1
+"""Offsets are committed at most this often: a restart replays at most this much,
+which the detectors' event-id deduplication absorbs."""
+
 Forward = Callable[[Record, bytes], Awaitable[list[Any]]]
 """(decoded event, raw value) -> awaitables that resolve when the broker acknowledged."""
 DeadLetter = Callable[[ConsumerRecord, str, str], Awaitable[None]]
@@ -63,6 +67,8 @@ class AgentTopicIngest:
         self._forward = forward
         self._dead_letter = dead_letter
         self._on_topics = on_topics
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._last_commit = 0.0
         self._topics: set[str] = set()
         self.running = False
 
@@ -98,12 +104,15 @@ class AgentTopicIngest:
                     await asyncio.sleep(interval)
                     continue
                 batches = await self._consumer.getmany(
-                    timeout_ms=self._settings.topic_discovery_interval_ms
+                    timeout_ms=self._settings.topic_discovery_interval_ms, max_records=20_000
                 )
                 if batches:
                     await self._process(batches)
+                if time.monotonic() - self._last_commit >= _COMMIT_INTERVAL_S:
+                    await self._commit()
         finally:
             self.running = False
+            await self._commit()
             await self._consumer.stop()
             await self._metadata.close()
 
@@ -119,8 +128,8 @@ class AgentTopicIngest:
             for topic in sorted(self._topics)
             for partition in sorted(cluster.partitions_for_topic(topic) or ())
         ]
-        # Positions of already-assigned partitions restart from the committed
-        # offsets, which _process commits after every batch.
+        # Positions of already-assigned partitions restart from the committed offsets.
+        await self._commit()
         self._consumer.assign(partitions)
         self._on_topics(len(self._topics))
         _log.info("consuming %d agent topics (new: %s)", len(self._topics), ", ".join(sorted(new)))
@@ -142,4 +151,10 @@ class AgentTopicIngest:
                 acks.extend(await self._forward(event, record.value or b""))
             offsets[tp] = records[-1].offset + 1
         await asyncio.gather(*acks)
-        await self._consumer.commit(offsets)
+        self._uncommitted.update(offsets)  # forwarded and acknowledged: safe to commit
+
+    async def _commit(self) -> None:
+        if self._uncommitted:
+            await self._consumer.commit(self._uncommitted)
+            self._uncommitted = {}
+        self._last_commit = time.monotonic()

@@ -36,6 +36,7 @@ from app.engine import (
 from app.ingest import AgentTopicIngest
 from app.metrics import Metrics
 from app.policy import PolicyStore
+from app.state_table import StateTable
 from app.topic_specs import ensure_topics, owned_topics
 from app.transport import FETCH_MAX_WAIT_ATTR, SCHEME
 
@@ -80,16 +81,15 @@ def create_app(settings: Settings) -> faust.App:
             partitions=settings.partitions,
         )
 
-    def table(name: str) -> Any:
-        return app.Table(
-            f"{settings.app_id}-{name}", default=None, key_type=str, partitions=settings.partitions
-        )
-
     by_chain = internal_topic("events-by-chain")
     by_agent = internal_topic("events-by-agent")
     anomalies = app.topic(ANOMALIES, key_serializer="raw", value_serializer="raw")
     dead_letters = app.topic(DEAD_LETTER, key_serializer="raw", value_serializer="raw")
-    tasks, chains, tools, agents = (table(n) for n in ("tasks", "chains", "tools", "agents"))
+    prefix, partitions = settings.app_id, settings.partitions
+    tasks = StateTable(app, f"{prefix}-tasks", TaskState, partitions)
+    chains = StateTable(app, f"{prefix}-chains", ChainState, partitions)
+    tools = StateTable(app, f"{prefix}-tools", ToolBaseline, partitions)
+    agents = StateTable(app, f"{prefix}-agents", AgentState, partitions)
     commands = CommandPublisher(settings.bootstrap_servers, client_id=f"{settings.app_id}-control")
     state: dict[str, Any] = {"ingest": None, "assigned": False}
 
@@ -205,18 +205,16 @@ def create_app(settings: Settings) -> faust.App:
         metrics.events_processed.inc()
         policy = policies.current().for_agent_type(event.get("agent_type"))
         tool_key = event.get("tool_name") or ""
+        old_chain = chains.get(event["correlation_id"])
+        old_baseline = tools.get(tool_key) if tool_key else ToolBaseline()
         task, chain, baseline, outcomes = process_chain_event(
-            TaskState.from_json(tasks.get(event["task_id"])),
-            ChainState.from_json(chains.get(event["correlation_id"])),
-            ToolBaseline.from_json(tools.get(tool_key)) if tool_key else ToolBaseline(),
-            event,
-            policy,
+            tasks.get(event["task_id"]), old_chain, old_baseline, event, policy
         )
-        tasks[event["task_id"]] = task.to_json()
-        if outcomes or event.get("parent_task_id") or event["event_type"] == "error":
-            chains[event["correlation_id"]] = chain.to_json()
-        if tool_key and event.get("duration_ms") is not None:
-            tools[tool_key] = baseline.to_json()
+        tasks.set(event["task_id"], task)
+        if chain != old_chain:
+            chains.set(event["correlation_id"], chain)
+        if tool_key and baseline != old_baseline:
+            tools.set(tool_key, baseline)
         for outcome in outcomes:
             await respond(outcome)
 
@@ -231,10 +229,8 @@ def create_app(settings: Settings) -> faust.App:
     async def on_agent_event(value: bytes) -> None:
         event = decode(value)
         policy = policies.current().for_agent_type(event.get("agent_type"))
-        agent, outcomes = process_agent_event(
-            AgentState.from_json(agents.get(event["agent_id"])), event, policy
-        )
-        agents[event["agent_id"]] = agent.to_json()
+        agent, outcomes = process_agent_event(agents.get(event["agent_id"]), event, policy)
+        agents.set(event["agent_id"], agent)
         for outcome in outcomes:
             await respond(outcome)
 
@@ -244,8 +240,7 @@ def create_app(settings: Settings) -> faust.App:
 
     async def check_silence() -> None:
         now, current = now_us(), policies.current()
-        for agent_id, data in list(agents.items()):
-            agent = AgentState.from_json(data)
+        for agent_id, agent in agents.items():
             if alerted.get(agent_id) == agent.heartbeat.last_seen:
                 continue
             alerted.pop(agent_id, None)
@@ -274,6 +269,8 @@ def create_app(settings: Settings) -> faust.App:
             await commands.stop()
 
     async def on_rebalanced(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        for states in (tasks, chains, tools, agents):
+            states.forget()
         state["assigned"] = True
 
     app.task(run_ingest)

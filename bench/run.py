@@ -5,6 +5,9 @@
 
 emit  - cost of one emit on the agent's own thread (target p99 < 50 µs),
         baseline: queue.Queue.put_nowait of the same dict, in the same run.
+throughput - events per second through one worker with every detector on,
+        from a backlog of pre-produced events (target 50,000/s),
+        baseline: a bare consumer decoding the same backlog.
 kill  - offending event emitted -> agent halted (target p99 < 100 ms) with a
         steady background load, for agents whose topic already exists and for
         brand-new agents (topic discovery included; target < 1 s),
@@ -156,6 +159,113 @@ async def bench_kill(monitor: Monitor, bootstrap: str, n: int, load_agents: int)
     }
 
 
+async def _produce_backlog(bootstrap: str, agents: int, per_agent: int) -> int:
+    """Realistic mixed traffic: steps, tool calls with distinct args, LLM calls."""
+    from agents_bridge.codec import codec
+    from agents_bridge.topics import events_topic
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=262144)
+    await producer.start()
+    total = 0
+    try:
+        now = time.time_ns() // 1000
+        for a in range(agents):
+            agent_id = f"bench-tp-{a}"
+            task_id = uuid.uuid4().hex
+            futures = []
+            for i in range(per_agent):
+                kind = ("step_start", "tool_call", "llm_call")[i % 3]
+                event = {
+                    "event_id": uuid.uuid4().hex,
+                    "event_type": kind,
+                    "agent_id": agent_id,
+                    "task_id": task_id,
+                    "correlation_id": task_id,
+                    "step_index": i // 3,
+                    "emitted_at": now + i,
+                    "tool_name": "fetch" if kind == "tool_call" else None,
+                    "tool_args_hash": uuid.uuid4().hex if kind == "tool_call" else None,
+                    "duration_ms": 120.0 if kind == "tool_call" else None,
+                    "prompt_tokens": 300 if kind == "llm_call" else 0,
+                    "completion_tokens": 50 if kind == "llm_call" else 0,
+                }
+                value = codec.encode("trc.AgentEvent", event)
+                futures.append(
+                    await producer.send(events_topic(agent_id), value, key=task_id.encode())
+                )
+            await asyncio.gather(*futures)
+            total += per_agent
+        return total
+    finally:
+        await producer.stop()
+
+
+async def _bare_consume_rate(bootstrap: str, expected: int) -> float:
+    from agents_bridge.codec import codec
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=f"bench-bare-{uuid.uuid4().hex[:6]}",
+    )
+    consumer.subscribe(pattern=r"^trc\.events\.bench-tp-.*")
+    await consumer.start()
+    try:
+        seen, started = 0, None
+        while seen < expected:
+            for records in (await consumer.getmany(timeout_ms=1000, max_records=5000)).values():
+                started = started or time.perf_counter()
+                for record in records:
+                    codec.decode(record.value)
+                seen += len(records)
+        return seen / (time.perf_counter() - (started or time.perf_counter()))
+    finally:
+        await consumer.stop()
+
+
+def _processed(url: str) -> float:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("trc_events_processed_total "):
+                return float(line.split()[1])
+    return 0.0
+
+
+def bench_throughput(bootstrap: str, workdir: Path, agents: int, per_agent: int) -> dict[str, Any]:
+    total = asyncio.run(_produce_backlog(bootstrap, agents, per_agent))
+    bare = asyncio.run(_bare_consume_rate(bootstrap, total))
+    env = {
+        "TRC_BOOTSTRAP_SERVERS": bootstrap,
+        "TRC_APP_ID": f"bench-tp-{uuid.uuid4().hex[:6]}",
+        "TRC_WEB_PORT": str(free_port()),
+        "TRC_DATA_DIR": str(workdir / "tp-data"),
+    }
+    with WorkerProcess(env, workdir / "worker-throughput.log") as worker:
+        url = worker.url("/metrics")
+        started, last, samples = None, 0.0, []
+        deadline = time.monotonic() + 600
+        while last < total and time.monotonic() < deadline:
+            time.sleep(0.5)
+            done = _processed(url)
+            if done > 0 and started is None:
+                started, first = time.perf_counter(), done
+            if started is not None and done > last:
+                samples.append((time.perf_counter(), done))
+            last = done
+            print(f"\r  processed {int(last):,}/{total:,}", end="", file=sys.stderr)
+        print(file=sys.stderr)
+    elapsed = samples[-1][0] - started if samples and started else float("nan")
+    rate = (samples[-1][1] - first) / elapsed if samples and started else float("nan")
+    return {
+        "unit": "events/s",
+        "backlog": f"{total:,} events from {agents} agents (steps, tool calls, LLM calls)",
+        "worker, all detectors": {"n": int(last), "median": rate, "p99": rate, "max": rate},
+        "baseline bare consumer + decode": {"n": total, "median": bare, "p99": bare, "max": bare},
+    }
+
+
 def _machine() -> str:
     return f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
 
@@ -181,15 +291,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("which", nargs="*", help="emit, kill (default: both)")
+    parser.add_argument("which", nargs="*", help="emit, kill, throughput (default: all)")
+    parser.add_argument("--events", type=int, default=60_000, help="throughput backlog size")
     parser.add_argument("-n", type=int, default=40, help="kill iterations")
     parser.add_argument("--load-agents", type=int, default=50)
     parser.add_argument("--json", type=Path, help="also write the JSON here")
     args = parser.parse_args()
-    args.which = args.which or ["emit", "kill"]
-    unknown = set(args.which) - {"emit", "kill"}
+    args.which = args.which or ["emit", "kill", "throughput"]
+    unknown = set(args.which) - {"emit", "kill", "throughput"}
     if unknown:
-        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}; choose emit or kill")
+        parser.error(
+            f"unknown benchmark(s): {', '.join(sorted(unknown))}; choose emit, kill or throughput"
+        )
     workdir = Path(tempfile.mkdtemp(prefix="trc-bench-"))
     results: dict[str, Any] = {"machine": _machine(), "broker": "embedded Tansu", "benchmarks": {}}
     with EmbeddedBroker(free_port(), log_path=workdir / "broker.log") as broker:
@@ -199,18 +312,24 @@ def main() -> int:
             "TRC_WEB_PORT": str(free_port()),
             "TRC_DATA_DIR": str(workdir / "data"),
         }
-        with (
-            WorkerProcess(env, workdir / "worker.log"),
-            Monitor(load_settings(bootstrap_servers=broker.bootstrap_servers)) as monitor,
-        ):
-            if "emit" in args.which:
-                print("emit benchmark...", file=sys.stderr)
-                results["benchmarks"]["emit"] = bench_emit(monitor)
-            if "kill" in args.which:
-                print("kill benchmark...", file=sys.stderr)
-                results["benchmarks"]["kill"] = asyncio.run(
-                    bench_kill(monitor, broker.bootstrap_servers, args.n, args.load_agents)
-                )
+        if {"emit", "kill"} & set(args.which):
+            with (
+                WorkerProcess(env, workdir / "worker.log"),
+                Monitor(load_settings(bootstrap_servers=broker.bootstrap_servers)) as monitor,
+            ):
+                if "emit" in args.which:
+                    print("emit benchmark...", file=sys.stderr)
+                    results["benchmarks"]["emit"] = bench_emit(monitor)
+                if "kill" in args.which:
+                    print("kill benchmark...", file=sys.stderr)
+                    results["benchmarks"]["kill"] = asyncio.run(
+                        bench_kill(monitor, broker.bootstrap_servers, args.n, args.load_agents)
+                    )
+        if "throughput" in args.which:
+            print("throughput benchmark...", file=sys.stderr)
+            results["benchmarks"]["throughput"] = bench_throughput(
+                broker.bootstrap_servers, workdir, 100, max(3, args.events // 100)
+            )
     _print_table(results)
     print(json.dumps(results, indent=2))
     if args.json:

@@ -24,7 +24,7 @@ class BudgetState(State):
     """Spend of one task (no window) or one agent (a rolling window)."""
 
     spend: tuple[tuple[int, int, float], ...] = ()
-    """(emitted_at µs, tokens, cost) per LLM call; only kept for agent windows."""
+    """(minute start µs, tokens, cost) buckets; only kept for agent windows."""
     tokens: int = 0
     cost_usd: float = 0.0
     reported: frozenset[str] = frozenset()
@@ -44,8 +44,16 @@ def detect_budget(
     cost = float(event.get("cost_usd") or 0.0)
     now = event["emitted_at"]
     if scope == "agent":
-        horizon = now - int(config.agent_window_s * US)
-        spend = (*(s for s in state.spend if s[0] > horizon), (now, tokens, cost))
+        # Per-minute buckets keep an hour-long window small.
+        minute = now - now % (60 * US)
+        horizon = minute - int(config.agent_window_s * US)
+        kept = [s for s in state.spend if s[0] > horizon]
+        if kept and kept[-1][0] == minute:
+            last = kept.pop()
+            kept.append((minute, last[1] + tokens, last[2] + cost))
+        else:
+            kept.append((minute, tokens, cost))
+        spend = tuple(kept)
         total_tokens, total_cost = sum(s[1] for s in spend), sum(s[2] for s in spend)
         limits = (config.agent_tokens, config.agent_cost_usd)
     else:

@@ -6,6 +6,10 @@ their argument word sets are similar enough (estimated from MinHash sketches,
 so rephrased text is caught without the text leaving the agent). The finding
 fires on the call that makes the count reach ``max_repeats`` inside
 ``window_s``, so a kill lands before the next one.
+
+State stays small whatever the call rate: calls are grouped into clusters of
+equivalent calls (one sketch per cluster), and only ``max_clusters`` recent
+clusters with their last ``max_repeats`` calls are kept.
 """
 
 from __future__ import annotations
@@ -30,27 +34,28 @@ class LoopConfig(BaseModel):
     similarity: float = Field(
         0.8, gt=0, le=1, description="word-set Jaccard at or above which arguments are equivalent"
     )
-    max_calls: int = Field(500, ge=10, description="calls remembered per task")
+    max_clusters: int = Field(16, ge=1, description="distinct recent calls remembered per task")
 
 
-class _Call(BaseModel):
+class _Cluster(BaseModel):
+    """Equivalent calls of one tool: unreported calls as (emitted_at µs, event id)."""
+
     model_config = ConfigDict(frozen=True)
 
-    at_us: int
     tool: str
     args_hash: str
     sketch: tuple[int, ...] = ()
-    event_id: str
+    calls: tuple[tuple[int, str], ...] = ()
 
 
 class LoopWindow(BaseModel):
-    """Recent tool calls of one task, oldest first, and the calls a finding covered."""
+    """The recent clusters of one task, least recently used first."""
 
     model_config = ConfigDict(frozen=True)
 
-    calls: tuple[_Call, ...] = ()
-    reported: frozenset[str] = frozenset()
-    """Event ids already part of a finding: each loop is reported once."""
+    clusters: tuple[_Cluster, ...] = ()
+    last_ids: tuple[str, ...] = ()
+    """The last event ids seen, so a redelivered call is not counted twice."""
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -60,13 +65,15 @@ class LoopWindow(BaseModel):
         return cls.model_validate(data) if data else cls()
 
 
-def _equivalent(a: _Call, b: _Call, similarity: float) -> bool:
-    if a.tool != b.tool:
+def _matches(
+    cluster: _Cluster, tool: str, args_hash: str, sketch: tuple[int, ...], similarity: float
+) -> bool:
+    if cluster.tool != tool:
         return False
-    if a.args_hash == b.args_hash:
+    if cluster.args_hash == args_hash:
         return True
-    return bool(a.sketch and b.sketch) and (
-        estimate_jaccard(list(a.sketch), list(b.sketch)) >= similarity
+    return bool(cluster.sketch and sketch) and (
+        estimate_jaccard(list(cluster.sketch), list(sketch)) >= similarity
     )
 
 
@@ -80,39 +87,36 @@ def detect_loop(
     """
     if event.get("event_type") != "tool_call" or not event.get("tool_name"):
         return window, None
-    if any(c.event_id == event["event_id"] for c in window.calls):
+    event_id = event["event_id"]
+    if event_id in window.last_ids:
         return window, None
     now = event["emitted_at"]
     horizon = now - int(config.window_s * _US)
-    call = _Call(
-        at_us=now,
-        tool=event["tool_name"],
-        args_hash=event.get("tool_args_hash") or "",
-        sketch=tuple(event.get("tool_args_sketch") or ()),
-        event_id=event["event_id"],
-    )
-    kept = [c for c in window.calls if c.at_us >= horizon][-(config.max_calls - 1) :]
-    calls = (*kept, call)
-    kept_ids = {c.event_id for c in calls}
-    reported = frozenset(i for i in window.reported if i in kept_ids)
-    repeats = [
-        c for c in calls if c.event_id not in reported and _equivalent(c, call, config.similarity)
-    ]
-    if len(repeats) < config.max_repeats:
-        return LoopWindow(calls=calls, reported=reported), None
-    evidence = tuple(c.event_id for c in repeats)
-    finding = Finding(
-        detector="reasoning_loop",
-        agent_id=event["agent_id"],
-        task_id=event["task_id"],
-        correlation_id=event["correlation_id"],
-        detail=(
-            f"tool {call.tool!r} called {len(repeats)} times with equivalent arguments "
-            f"within {config.window_s:g} s"
-        ),
-        evidence=evidence,
-        trigger_emitted_at=now,
-        value=len(repeats),
-        threshold=config.max_repeats,
-    )
-    return LoopWindow(calls=calls, reported=reported | set(evidence)), finding
+    tool, args_hash = event["tool_name"], event.get("tool_args_hash") or ""
+    sketch = tuple(event.get("tool_args_sketch") or ())
+    clusters = []
+    match: _Cluster | None = None
+    for cluster in window.clusters:
+        recent = tuple(c for c in cluster.calls if c[0] >= horizon)
+        if match is None and _matches(cluster, tool, args_hash, sketch, config.similarity):
+            match = cluster.model_copy(update={"calls": recent})
+        elif recent:
+            clusters.append(cluster.model_copy(update={"calls": recent}))
+    if match is None:
+        match = _Cluster(tool=tool, args_hash=args_hash, sketch=sketch)
+    calls = (*match.calls, (now, event_id))
+    last_ids = (*window.last_ids, event_id)[-2 * config.max_repeats :]
+    finding = None
+    if len(calls) >= config.max_repeats:
+        finding = Finding.for_event(
+            event,
+            "reasoning_loop",
+            f"tool {tool!r} called {len(calls)} times with equivalent arguments "
+            f"within {config.window_s:g} s",
+            value=len(calls),
+            threshold=config.max_repeats,
+            evidence=tuple(i for _, i in calls),
+        )
+        calls = ()  # reported: the next loop needs max_repeats new calls
+    clusters.append(match.model_copy(update={"calls": calls}))  # most recent last
+    return LoopWindow(clusters=tuple(clusters[-config.max_clusters :]), last_ids=last_ids), finding

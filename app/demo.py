@@ -70,6 +70,19 @@ async def _healthy_async_agent(monitor: Monitor, outcome: _Outcome) -> None:
     _say(outcome.agent_id, "finished its task")
 
 
+async def _token_hungry_agent(monitor: Monitor, outcome: _Outcome) -> None:
+    # Each step's prompt grows: an alert (recoverable), not a kill.
+    async with monitor.run(outcome.agent_id, agent_type="summariser") as run:
+        for i, tokens in enumerate([400, 450, 1800], start=1):
+            run.step("summarise")
+            run.llm_call(prompt_tokens=tokens, completion_tokens=100)
+            outcome.tool_calls += 1
+            _say(outcome.agent_id, f"step {i}: llm call with {tokens} prompt tokens")
+            await asyncio.sleep(_STEP_S)
+    outcome.status = "finished"
+    _say(outcome.agent_id, "finished its task")
+
+
 async def _looping_agent(monitor: Monitor, outcome: _Outcome) -> None:
     # The same call three ways: key order and whitespace differ, meaning does not.
     variants = [
@@ -93,8 +106,11 @@ async def _looping_agent(monitor: Monitor, outcome: _Outcome) -> None:
         _say(outcome.agent_id, f"KILLED after {outcome.tool_calls} calls: {exc}")
 
 
+_EXPECTED_DETECTORS = frozenset({"reasoning_loop", "token_growth"})
+
+
 async def _watch_anomalies(
-    bootstrap: str, seen: list[dict[str, object]], first: asyncio.Event, stop: asyncio.Event
+    bootstrap: str, seen: list[dict[str, object]], all_seen: asyncio.Event, stop: asyncio.Event
 ) -> None:
     consumer = AIOKafkaConsumer(
         ANOMALIES, bootstrap_servers=bootstrap, auto_offset_reset="earliest"
@@ -106,7 +122,8 @@ async def _watch_anomalies(
                 for record in records:
                     _, anomaly = codec.decode(record.value, expect="trc.Anomaly")
                     seen.append(anomaly)
-                    first.set()
+                    if {a["detector"] for a in seen} >= _EXPECTED_DETECTORS:
+                        all_seen.set()
                     _say(
                         "detector",
                         f"ANOMALY {anomaly['detector']} [{anomaly['category']}] on "
@@ -123,22 +140,25 @@ async def _fleet(
     suffix = uuid.uuid4().hex[:6]
     sync_agent = _Outcome(f"weather-{suffix}")
     async_agent = _Outcome(f"researcher-{suffix}")
+    hungry = _Outcome(f"summariser-{suffix}")
     looper = _Outcome(f"support-bot-{suffix}")
     anomalies: list[dict[str, object]] = []
-    first, stop = asyncio.Event(), asyncio.Event()
-    watcher = asyncio.create_task(_watch_anomalies(bootstrap, anomalies, first, stop))
+    all_seen, stop = asyncio.Event(), asyncio.Event()
+    watcher = asyncio.create_task(_watch_anomalies(bootstrap, anomalies, all_seen, stop))
     thread = threading.Thread(target=_healthy_sync_agent, args=(monitor, sync_agent))
     thread.start()
     await asyncio.gather(
-        _healthy_async_agent(monitor, async_agent), _looping_agent(monitor, looper)
+        _healthy_async_agent(monitor, async_agent),
+        _token_hungry_agent(monitor, hungry),
+        _looping_agent(monitor, looper),
     )
     await asyncio.to_thread(thread.join)
     monitor.flush()
     with contextlib.suppress(TimeoutError):  # reported as a failure by the summary
-        await asyncio.wait_for(first.wait(), 5)
+        await asyncio.wait_for(all_seen.wait(), 5)
     stop.set()
     await watcher
-    return [sync_agent, async_agent, looper], anomalies
+    return [sync_agent, async_agent, hungry, looper], anomalies
 
 
 def run_demo(port: int = 19092, web_port: int = 16066) -> int:
@@ -184,12 +204,12 @@ def _summarise(outcomes: list[_Outcome], anomalies: list[dict[str, object]]) -> 
             if o.kill_latency_ms
             else ""
         )
-        print(f"  {o.agent_id:<20} {o.status:<10} {o.tool_calls} tool calls{latency}")
+        print(f"  {o.agent_id:<20} {o.status:<10} {o.tool_calls} steps{latency}")
     detection = [float(a["detection_latency_ms"]) for a in anomalies]  # type: ignore[arg-type]
     if detection:
         median = statistics.median(detection)
-        print(f"  detection latency (event emitted -> kill issued): median {median:.1f} ms")
-    healthy, looper = outcomes[:2], outcomes[2]
+        print(f"  detection latency (event emitted -> decision published): median {median:.1f} ms")
+    healthy, looper = outcomes[:3], outcomes[3]
     failures = []
     if looper.status != "killed":
         failures.append(f"the looping agent was not killed (status {looper.status})")
@@ -198,8 +218,10 @@ def _summarise(outcomes: list[_Outcome], anomalies: list[dict[str, object]]) -> 
     failures += [
         f"{o.agent_id} did not finish ({o.status})" for o in healthy if o.status != "finished"
     ]
-    if not anomalies:
-        failures.append("no anomaly record reached trc.anomalies")
+    detectors = {str(a["detector"]) for a in anomalies}
+    for expected in sorted(_EXPECTED_DETECTORS):
+        if expected not in detectors:
+            failures.append(f"no {expected} anomaly reached trc.anomalies")
     for failure in failures:
         print(f"FAILED: {failure}", file=sys.stderr)
     if not failures:

@@ -68,4 +68,5 @@ def test_trc_demo_kills_the_looping_agent_and_exits_zero() -> None:
     assert process.returncode == 0, output
     assert "KILLED after 3 calls" in output
     assert "ANOMALY reasoning_loop [runaway]" in output
-    assert output.count("finished its task") == 2
+    assert output.count("finished its task") == 3
+    assert "ANOMALY token_growth [recoverable]" in output

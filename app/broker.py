@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -18,7 +17,7 @@ from types import TracebackType
 from aiokafka import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
-from app.child_lifetime import die_with_parent
+from app.child_lifetime import die_with_parent, terminate
 
 __all__ = ["BrokerStartError", "EmbeddedBroker", "wait_for_broker"]
 
@@ -134,14 +133,8 @@ class EmbeddedBroker:
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout``; safe to call twice."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)
+        if process is not None:
+            terminate(process, timeout)
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import ctypes
 import signal
+import subprocess
 import sys
 
-__all__ = ["die_with_parent"]
+__all__ = ["die_with_parent", "terminate"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -19,3 +20,15 @@ def die_with_parent() -> None:
     """
     if sys.platform.startswith("linux"):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def terminate(process: subprocess.Popen[bytes], grace_s: float) -> int:
+    """SIGTERM, then SIGKILL if it is still running after ``grace_s``; the exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(grace_s)
+    return process.returncode

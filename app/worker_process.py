@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-from app.child_lifetime import die_with_parent
+from app.child_lifetime import die_with_parent, terminate
 
 __all__ = ["WorkerProcess", "WorkerStartError"]
 
@@ -81,16 +80,7 @@ class WorkerProcess:
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM for a clean leave of the group; SIGKILL after ``timeout``."""
         process, self._process = self._process, None
-        if process is None:
-            return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout)
-        return process.returncode
+        return terminate(process, timeout) if process is not None else None
 
     def kill(self) -> None:
         """SIGKILL: the crash case, with no clean leave."""

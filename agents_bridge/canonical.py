@@ -33,8 +33,8 @@ def canonical_json(args: Any) -> str:
 
 
 def normalized(value: Any) -> Any:
-    """Case, inner whitespace and number format folded: ``"Refund  Policy"`` is
-    ``"refund policy"`` and ``5.0`` is ``5``, at any depth."""
+    """Values with case, inner whitespace and number format folded, at any depth:
+    ``"Refund  Policy"`` is ``"refund policy"`` and ``5.0`` is ``5``. Keys are kept."""
     if isinstance(value, str):
         return _SPACES.sub(" ", value).strip().casefold()
     if isinstance(value, bool) or value is None:
@@ -42,7 +42,7 @@ def normalized(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, dict):
-        return {normalized(str(k)): normalized(v) for k, v in value.items()}
+        return {str(k): normalized(v) for k, v in value.items()}  # keys are names: kept
     if isinstance(value, list | tuple):
         return [normalized(v) for v in value]
     return value

@@ -1,8 +1,14 @@
 """The background producer: the agent's thread only appends to a queue.
 
-Encoding, batching and sending happen on a dedicated thread with its own
-event loop and Kafka producer, so emitting costs the agent microseconds and a
-slow or absent broker never blocks it.
+Encoding, batching and sending happen on a dedicated thread with its own event
+loop and Kafka producer, so emitting costs the agent microseconds and a slow
+or absent broker never blocks it.
+
+When the broker cannot be reached, or the queue grows past its bound, events
+spill to the on-disk journal in emission order, and every later event follows
+them there until the journal has been replayed to the broker, so per-agent
+order holds across an outage. Events are keyed by agent id: one partition per
+agent, one order.
 """
 
 from __future__ import annotations
@@ -10,14 +16,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaClient, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.protocol.transaction import InitProducerIdRequest
 
 from agents_bridge._loop_thread import LoopThread
 from agents_bridge.codec import EncodeError, Record, codec
+from agents_bridge.journal import Journal, JournalEntry
 from agents_bridge.settings import Settings
 from agents_bridge.similarity import sketch
 from agents_bridge.topics import events_topic
@@ -26,56 +35,52 @@ __all__ = ["SKETCH_SOURCE", "Emitter", "EmitterStats"]
 
 _log = logging.getLogger(__name__)
 _EVENT = "trc.AgentEvent"
+_BATCH = 5_000
+_RETRY_S = 0.5
 
 SKETCH_SOURCE = "_sketch_source"
 """Private record key: text whose similarity sketch is computed here, off the agent's thread."""
 
 
 class EmitterStats:
-    """Counters an operator can read: what was queued, sent, dropped or rejected."""
+    """Counters an operator can read: what was queued, sent, spilled, dropped or rejected."""
 
     def __init__(self) -> None:
         self.queued = 0
         self.sent = 0
+        self.spilled = 0
+        self.replayed = 0
         self.dropped_queue_full = 0
+        self.dropped_journal_full = 0
         self.rejected_invalid = 0
         self.send_errors = 0
 
 
 class Emitter:
-    """Sends :data:`trc.AgentEvent` records to ``trc.events.<agent_id>`` in the background."""
+    """Sends AgentEvent records to ``trc.events.<agent_id>`` in the background."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._queue: collections.deque[Record] = collections.deque()
+        self._hard_limit = settings.emit_queue_size * 4
         self._idle = True
         self._wake: asyncio.Event | None = None
+        self._went_idle: asyncio.Condition | None = None
         self._known_topics: set[str] = set()
         self._thread = LoopThread("trc-emitter")
         self._producer: AIOKafkaProducer | None = None
+        self._journal = Journal(settings.journal_dir, settings.journal_max_bytes)
+        self._spilling = self._journal.pending()  # a backlog from an earlier run goes first
         self._stopping = False
-        self._pump: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.idempotent: bool | None = None
         self.stats = EmitterStats()
 
-    def start(self) -> None:
-        self._thread.start()
-        self._thread.run(self._start(), timeout=30)
-
-    async def _start(self) -> None:
-        self._wake = asyncio.Event()
-        self._went_idle = asyncio.Condition()
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self._settings.bootstrap_servers,
-            acks="all",
-            linger_ms=self._settings.emit_linger_ms,
-            client_id="trc-bridge-events",
-        )
-        await self._producer.start()
-        self._pump = asyncio.get_running_loop().create_task(self._run())
+    # -- agent thread ----------------------------------------------------------
 
     def emit(self, record: Record) -> None:
-        """Queue ``record``; never blocks. Counted as dropped when the queue is full."""
-        if len(self._queue) >= self._settings.emit_queue_size:
+        """Queue ``record``; never blocks. Dropped (and counted) only past the hard bound."""
+        if len(self._queue) >= self._hard_limit:
             self.stats.dropped_queue_full += 1
             return
         self._queue.append(record)
@@ -84,15 +89,101 @@ class Emitter:
             self._idle = False
             self._thread.loop.call_soon_threadsafe(self._wake_up)
 
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the thread; connects in the background if the broker is not there yet."""
+        self._thread.start()
+        self._thread.run(self._start(), timeout=30)
+
+    async def _start(self) -> None:
+        self._wake = asyncio.Event()
+        self._went_idle = asyncio.Condition()
+        await self._connect()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._pump()), loop.create_task(self._replay())]
+
+    async def _connect(self) -> bool:
+        if self._producer is not None:
+            return True
+        servers = self._settings.bootstrap_servers
+        try:
+            if self.idempotent is None:
+                self.idempotent = await _supports_idempotence(servers)
+                if not self.idempotent:
+                    _log.warning(
+                        "the broker at %s refuses InitProducerId: sending without the "
+                        "idempotent producer (acks=all); consumers deduplicate by event_id",
+                        servers,
+                    )
+            producer = AIOKafkaProducer(
+                bootstrap_servers=servers,
+                acks="all",
+                enable_idempotence=self.idempotent,
+                linger_ms=self._settings.emit_linger_ms,
+                request_timeout_ms=int(self._settings.send_timeout_s * 1000),
+                client_id="trc-bridge-events",
+            )
+            await asyncio.wait_for(producer.start(), self._settings.send_timeout_s)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            _log.warning(
+                "broker %s unreachable (%s); events spill to %s",
+                servers,
+                exc,
+                self._settings.journal_dir,
+            )
+            self._spilling = True
+            return False
+        self._producer = producer
+        return True
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued so far was sent or journaled; False on timeout."""
+        deadline = timeout if timeout is not None else self._settings.flush_timeout_s
+        try:
+            self._thread.run(asyncio.wait_for(self._until_idle(), deadline), timeout=deadline + 1)
+        except TimeoutError:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Flush with the configured deadline; what is left goes to the journal."""
+        if not self._tasks:
+            return
+        self.flush()
+        self._thread.run(self._stop(), timeout=self._settings.flush_timeout_s + 10)
+        self._thread.stop()
+        self._tasks = []
+
+    async def _stop(self) -> None:
+        self._stopping = True
+        assert self._wake is not None
+        self._wake.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        leftovers = [self._entry(r) for r in self._drain_queue(len(self._queue))]
+        self._spill([e for e in leftovers if e is not None])
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    # -- emitter thread --------------------------------------------------------
+
     def _wake_up(self) -> None:
         assert self._wake is not None
         self._wake.set()
 
-    async def _run(self) -> None:
-        assert self._wake is not None
+    async def _until_idle(self) -> None:
+        assert self._went_idle is not None
+        async with self._went_idle:
+            await self._went_idle.wait_for(lambda: self._idle and not self._queue)
+
+    async def _pump(self) -> None:
+        assert self._wake is not None and self._went_idle is not None
         while True:
             if self._queue:
-                await self._send_batch()
+                await self._handle(self._drain_queue(_BATCH))
                 continue
             self._idle = True
             if self._queue:  # an emit raced us and saw us busy: keep going
@@ -100,40 +191,102 @@ class Emitter:
                 continue
             async with self._went_idle:
                 self._went_idle.notify_all()
-            if self._stopping:
-                return
             await self._wake.wait()
             self._wake.clear()
 
-    async def _send_batch(self) -> None:
+    def _drain_queue(self, limit: int) -> list[Record]:
+        batch: list[Record] = []
+        while self._queue and len(batch) < limit:
+            batch.append(self._queue.popleft())
+        return batch
+
+    def _entry(self, record: Record) -> JournalEntry | None:
+        source = record.pop(SKETCH_SOURCE, None)
+        if source:
+            record["tool_args_sketch"] = sketch(source)
+        try:
+            value = codec.encode(_EVENT, record)
+        except EncodeError as exc:
+            self.stats.rejected_invalid += 1
+            _log.error("dropping an event that does not fit the schema: %s", exc)
+            return None
+        return events_topic(record["agent_id"]), record["agent_id"].encode(), value
+
+    async def _handle(self, records: list[Record]) -> None:
+        entries = [e for e in map(self._entry, records) if e is not None]
+        over_bound = len(self._queue) > self._settings.emit_queue_size
+        if self._spilling or over_bound or self._producer is None:
+            self._spilling = True
+            self._spill(entries)
+            return
+        failed = await self._send(entries)
+        if failed:
+            self._spilling = True
+            self._spill(failed)
+
+    def _spill(self, entries: list[JournalEntry]) -> None:
+        refused = self._journal.append(entries)
+        self.stats.spilled += len(entries) - refused
+        if refused:
+            self.stats.dropped_journal_full += refused
+            _log.error(
+                "spill journal full (%d bytes): %d events dropped",
+                self._settings.journal_max_bytes,
+                refused,
+            )
+
+    async def _send(self, entries: list[JournalEntry]) -> list[JournalEntry]:
+        """Send ``entries``; return those that failed, in order."""
         assert self._producer is not None
-        futures: list[asyncio.Future[Any]] = []
-        while self._queue and len(futures) < 10_000:
-            record = self._queue.popleft()
-            topic = events_topic(record["agent_id"])
-            if topic not in self._known_topics:
-                await self._ensure_topic(topic)
-            source = record.pop(SKETCH_SOURCE, None)
-            if source:
-                record["tool_args_sketch"] = sketch(source)
+        futures = []
+        for topic, key, value in entries:
             try:
-                value = codec.encode(_EVENT, record)
-            except EncodeError as exc:
-                self.stats.rejected_invalid += 1
-                _log.error("dropping invalid event %s: %s", record.get("event_id"), exc)
+                if topic not in self._known_topics:
+                    await asyncio.wait_for(self._ensure_topic(topic), self._settings.send_timeout_s)
+                futures.append(await self._producer.send(topic, value, key=key))
+            except (KafkaError, OSError, TimeoutError) as exc:
+                _log.warning("sending events failed: %s", exc)
+                break
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        failed = [
+            e for e, r in zip(entries, results, strict=False) if isinstance(r, BaseException)
+        ] + entries[len(futures) :]
+        self.stats.sent += len(entries) - len(failed)
+        if failed:
+            self.stats.send_errors += len(failed)
+            _log.warning("%d events not acknowledged; they wait in the journal", len(failed))
+        return failed
+
+    async def _replay(self) -> None:
+        """While spilling: reconnect, replay the journal in order, then resume direct sends."""
+        while True:
+            await asyncio.sleep(_RETRY_S)
+            if not self._spilling or not await self._connect():
                 continue
-            key = record["task_id"].encode()
-            futures.append(await self._producer.send(topic, value, key=key))
-        for result in await asyncio.gather(*futures, return_exceptions=True):
-            if isinstance(result, BaseException):
-                self.stats.send_errors += 1
-                _log.error("event send failed: %s", result)
-            else:
-                self.stats.sent += 1
+            entries, position = self._journal.read(_BATCH)
+            if not entries:
+                if not self._queue or len(self._queue) <= self._settings.emit_queue_size:
+                    self._spilling = False  # the pump sends directly again
+                    _log.warning("journal replayed; sending directly again")
+                continue
+            started = time.monotonic()
+            failed = await self._send(entries)
+            if failed:
+                continue  # still down: try again later, from the same position
+            self._journal.mark_replayed(position)
+            self.stats.replayed += len(entries)
+            _log.info(
+                "replayed %d journaled events in %.0f ms",
+                len(entries),
+                (time.monotonic() - started) * 1000,
+            )
 
     async def _ensure_topic(self, topic: str) -> None:
         # Brokers may have auto-creation off; create the agent's topic explicitly.
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._settings.bootstrap_servers)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self._settings.bootstrap_servers,
+            request_timeout_ms=int(self._settings.send_timeout_s * 1000),
+        )
         await admin.start()
         try:
             await admin.create_topics(
@@ -151,39 +304,26 @@ class Emitter:
             await admin.close()
         self._known_topics.add(topic)
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything queued so far was handed to the broker; False on timeout."""
-        deadline = timeout if timeout is not None else self._settings.flush_timeout_s
-        try:
-            self._thread.run(asyncio.wait_for(self._until_idle(), deadline), timeout=deadline + 1)
-        except TimeoutError:
-            return False
-        return True
-
-    async def _until_idle(self) -> None:
-        async with self._went_idle:
-            await self._went_idle.wait_for(lambda: self._idle and not self._queue)
-
-    def close(self) -> None:
-        """Flush with the configured deadline, then stop the producer and thread."""
-        if self._producer is None:
-            return
-        self.flush()
-        self._thread.run(self._stop(), timeout=self._settings.flush_timeout_s + 5)
-        self._thread.stop()
-        self._producer = None
-
-    async def _stop(self) -> None:
-        self._stopping = True
-        if self._wake is not None:
-            self._wake.set()
-        if self._pump is not None:
-            await self._pump
-        assert self._producer is not None
-        await self._producer.stop()
-
     def pending(self) -> int:
         return len(self._queue)
 
     def describe(self) -> dict[str, Any]:
-        return dict(vars(self.stats), pending=self.pending())
+        return dict(
+            vars(self.stats),
+            pending=self.pending(),
+            spilling=self._spilling,
+            journal_backlog=self._journal.pending(),
+            idempotent=self.idempotent,
+        )
+
+
+async def _supports_idempotence(bootstrap_servers: str) -> bool:
+    """Ask for a producer id: brokers without the idempotent producer refuse it."""
+    client = AIOKafkaClient(bootstrap_servers=bootstrap_servers)
+    await client.bootstrap()
+    try:
+        node = next(iter(client.cluster.brokers())).nodeId
+        response = await client.send(node, InitProducerIdRequest(None, 60_000))
+        return bool(response.error_code == 0)
+    finally:
+        await client.close()

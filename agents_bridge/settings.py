@@ -75,6 +75,15 @@ class Settings(BaseSettings):
         False, description="Send canonical tool arguments, not only their hash."
     )
     flush_timeout_s: float = Field(5.0, gt=0)
+    send_timeout_s: float = Field(
+        3.0, gt=0, description="An unacknowledged send after this spills to the journal."
+    )
+    journal_dir: Path = Field(
+        Path(".trc-journal"), description="Where events wait while the broker is unreachable."
+    )
+    journal_max_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="Past this, new events are dropped and counted."
+    )
     heartbeat_interval_s: float = Field(
         10.0, gt=0, description="Executor heartbeat period; 2 missed beats raise an alert."
     )

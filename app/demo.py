@@ -184,7 +184,9 @@ def run_demo(port: int = 19092, web_port: int = 16066) -> int:
         _say(
             "worker", f"detection worker ready (pid {worker.pid}, metrics {worker.url('/metrics')})"
         )
-        settings = load_settings(bootstrap_servers=broker.bootstrap_servers)
+        settings = load_settings(
+            bootstrap_servers=broker.bootstrap_servers, journal_dir=workdir / "journal"
+        )
         with Monitor(settings) as monitor:
             outcomes, anomalies = asyncio.run(_fleet(monitor, broker.bootstrap_servers))
     except WorkerStartError as exc:

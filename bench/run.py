@@ -332,7 +332,12 @@ def main() -> int:
         if {"emit", "kill"} & set(args.which):
             with (
                 WorkerProcess(env, workdir / "worker.log") as worker,
-                Monitor(load_settings(bootstrap_servers=broker.bootstrap_servers)) as monitor,
+                Monitor(
+                    load_settings(
+                        bootstrap_servers=broker.bootstrap_servers,
+                        journal_dir=workdir / "journal",
+                    )
+                ) as monitor,
             ):
                 if "emit" in args.which:
                     print("emit benchmark...", file=sys.stderr)

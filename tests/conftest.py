@@ -50,3 +50,9 @@ def bootstrap_servers() -> Iterator[str]:
     ARTIFACTS.mkdir(exist_ok=True)
     with EmbeddedBroker(free_port(), log_path=ARTIFACTS / "embedded-broker.log") as broker:
         yield broker.bootstrap_servers
+
+
+@pytest.fixture(autouse=True)
+def _own_journal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's monitors (and the agent processes it starts) spill to their own journal."""
+    monkeypatch.setenv("TRC_JOURNAL_DIR", str(tmp_path / "journal"))

@@ -216,12 +216,17 @@ class Emitter:
         entries = [e for e in map(self._entry, records) if e is not None]
         over_bound = len(self._queue) > self._settings.emit_queue_size
         if self._spilling or over_bound or self._producer is None:
+            if not self._spilling:
+                self._known_topics.clear()
             self._spilling = True
             self._spill(entries)
             return
         failed = await self._send(entries)
         if failed:
             self._spilling = True
+            # A broker that comes back may have lost its topics (the embedded one keeps
+            # them in memory): create them again before replaying.
+            self._known_topics.clear()
             self._spill(failed)
 
     def _spill(self, entries: list[JournalEntry]) -> None:

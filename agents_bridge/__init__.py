@@ -4,7 +4,19 @@ The codec, topic names and settings here are shared with the cluster app.
 """
 
 from agents_bridge.monitor import Monitor
-from agents_bridge.run import AgentKilled, AgentRun
+from agents_bridge.propagation import in_context
+from agents_bridge.run import AgentKilled, AgentRun, ToolCall
 from agents_bridge.settings import Settings, SettingsError, load_settings
+from agents_bridge.validation import InvalidEventError
 
-__all__ = ["AgentKilled", "AgentRun", "Monitor", "Settings", "SettingsError", "load_settings"]
+__all__ = [
+    "AgentKilled",
+    "AgentRun",
+    "InvalidEventError",
+    "Monitor",
+    "Settings",
+    "SettingsError",
+    "ToolCall",
+    "in_context",
+    "load_settings",
+]

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
+import itertools
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from agents_bridge.canonical import args_hash, canonical_json
+from agents_bridge import propagation
 from agents_bridge.clock import now_us
 from agents_bridge.codec import Record
 from agents_bridge.emitter import SKETCH_SOURCE
+from agents_bridge.pricing import PriceTable
+from agents_bridge.validation import InputGuard
 
-__all__ = ["AgentKilled", "AgentRun"]
+__all__ = ["AgentKilled", "AgentRun", "RunSettings", "ToolCall"]
 
 
 class AgentKilled(Exception):
@@ -28,19 +33,36 @@ class AgentKilled(Exception):
         self.command = command
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """What every run of one monitor shares."""
+
+    emit: Callable[[Record], None]
+    on_close: Callable[[AgentRun], None]
+    guard: InputGuard
+    prices: PriceTable
+    producer_id: str
+    sequence: itertools.count[int]
+    capture_tool_args: bool = False
+    capture_reasoning: bool = False
+    capture_context: bool = False
+    heartbeat_interval_s: float = 10.0
+
+
 class AgentRun:
     """Emits the events of one task and enforces the commands addressed to it.
 
-    Use as a context manager (sync or async). Call :meth:`step` at each
-    reasoning step and :meth:`tool_call` for each tool invocation; both raise
-    :class:`AgentKilled` once a KILL has arrived. Inside ``async with``, the
-    enclosing asyncio task is cancelled at once by a KILL.
+    Use as a context manager (sync or async). :meth:`step`, :meth:`tool` and
+    :meth:`tool_call` are kill boundaries: they raise :class:`AgentKilled` once a
+    KILL has arrived. Inside ``async with``, the enclosing asyncio task is
+    cancelled at once by a KILL. Sub-agents started inside the run (same
+    thread or asyncio task, or a thread started via ``propagation.in_context``)
+    join its correlation chain; :meth:`carrier` does the same across processes.
     """
 
     def __init__(
         self,
-        emit: Callable[[Record], None],
-        on_close: Callable[[AgentRun], None],
+        shared: RunSettings,
         *,
         agent_id: str,
         agent_type: str | None,
@@ -48,8 +70,6 @@ class AgentRun:
         correlation_id: str,
         parent_agent_id: str | None,
         parent_task_id: str | None,
-        capture_tool_args: bool,
-        heartbeat_interval_s: float,
     ) -> None:
         self.agent_id = agent_id
         self.agent_type = agent_type
@@ -61,19 +81,25 @@ class AgentRun:
         self.kill_command: Record | None = None
         self.kill_latency_ms: float | None = None
         """Command issued -> this run halted, once a KILL took effect."""
-        self._emit = emit
-        self._on_close = on_close
-        self._capture_tool_args = capture_tool_args
-        self._heartbeat_interval_s = heartbeat_interval_s
+        self._shared = shared
         self._lock = threading.Lock()
         self._acked = False
         self._task: asyncio.Task[Any] | None = None
         self._task_loop: asyncio.AbstractEventLoop | None = None
+        self._context_token: contextvars.Token[propagation.RunContext | None] | None = None
+
+    @property
+    def context(self) -> propagation.RunContext:
+        return propagation.RunContext(self.agent_id, self.task_id, self.correlation_id)
+
+    def carrier(self) -> dict[str, str]:
+        """Headers that make a run in another process a child of this one."""
+        return propagation.carrier(self.context)
 
     # -- events ---------------------------------------------------------------
 
     def _event(self, event_type: str, **fields: Any) -> None:
-        self._emit(
+        self._shared.emit(
             {
                 "event_id": uuid.uuid4().hex,
                 "event_type": event_type,
@@ -85,16 +111,61 @@ class AgentRun:
                 "parent_task_id": self.parent_task_id,
                 "step_index": self.step_index,
                 "emitted_at": now_us(),
+                "producer_id": self._shared.producer_id,
+                "sequence": next(self._shared.sequence),
                 **fields,
             }
         )
 
-    def step(self, action: str | None = None, *, context: str | None = None) -> None:
-        """Mark the start of the next reasoning step (a kill boundary)."""
+    def step(
+        self,
+        action: str | None = None,
+        *,
+        context: str | None = None,
+        input_summary: str | None = None,
+        reasoning: str | None = None,
+        confidence: float | None = None,
+        branch: str | None = None,
+        queue_depth: int | None = None,
+    ) -> None:
+        """Start the next reasoning step (a kill boundary).
+
+        ``context`` (the context window) leaves the process only as its sha256,
+        unless ``capture_context`` is on; ``reasoning`` only when
+        ``capture_reasoning`` is on. Free text passes the redaction hook.
+        """
         self.check()
         self.step_index += 1
-        context_hash = hashlib.sha256(context.encode()).hexdigest() if context is not None else None
-        self._event("step_start", action=action, context_hash=context_hash)
+        guard = self._shared.guard
+        self._event(
+            "step_start",
+            action=guard.text("action", action),
+            context_hash=hashlib.sha256(context.encode()).hexdigest() if context else None,
+            input_summary=guard.text(
+                "input_summary", context if self._shared.capture_context else input_summary
+            ),
+            reasoning_excerpt=guard.text("reasoning", reasoning)
+            if self._shared.capture_reasoning
+            else None,
+            confidence=confidence,
+            branch=guard.text("branch", branch),
+            queue_depth=guard.count("queue_depth", queue_depth)
+            if queue_depth is not None
+            else None,
+        )
+
+    def end_step(self, *, output_summary: str | None = None, status: str = "ok") -> None:
+        """Close the current step with its outcome."""
+        self._event(
+            "step_end",
+            output_summary=self._shared.guard.text("output_summary", output_summary),
+            status=status,
+        )
+
+    def tool(self, tool_name: str, args: Any = None) -> ToolCall:
+        """A tool call recorded at all six stage boundaries (see :class:`ToolCall`)."""
+        self.check()
+        return ToolCall(self, tool_name, args)
 
     def tool_call(
         self,
@@ -103,32 +174,70 @@ class AgentRun:
         *,
         duration_ms: float | None = None,
         status: str = "ok",
+        retry_count: int = 0,
     ) -> None:
-        """Record that ``tool_name`` is invoked with ``args`` (a kill boundary)."""
+        """Record one whole tool call in a single event (a kill boundary)."""
         self.check()
-        canonical = canonical_json(args)
         self._event(
             "tool_call",
             tool_name=tool_name,
-            tool_stage="invoked",
-            tool_args_hash=args_hash(args),
-            tool_args=canonical if self._capture_tool_args else None,
+            tool_stage=None,
             duration_ms=duration_ms,
             status=status,
-            **{SKETCH_SOURCE: canonical},
+            retry_count=self._shared.guard.count("retry_count", retry_count),
+            **self._argument_fields(args),
         )
 
+    def _argument_fields(self, args: Any) -> dict[str, Any]:
+        parsed = self._shared.guard.arguments(args)
+        if parsed is None:
+            return {}
+        canonical, digest = parsed
+        return {
+            "tool_args_hash": digest,
+            "tool_args": canonical if self._shared.capture_tool_args else None,
+            SKETCH_SOURCE: canonical,
+        }
+
     def llm_call(
-        self, *, prompt_tokens: int, completion_tokens: int, duration_ms: float | None = None
+        self,
+        *,
+        prompt_tokens: int,
+        completion_tokens: int,
+        model: str | None = None,
+        duration_ms: float | None = None,
+        cost_usd: float | None = None,
     ) -> None:
-        """Record one model call and its token usage."""
-        if prompt_tokens < 0 or completion_tokens < 0:
-            raise ValueError("token counts must not be negative")
+        """Record one model call; its cost comes from the price table unless given."""
+        guard = self._shared.guard
+        prompt = guard.count("prompt_tokens", prompt_tokens)
+        completion = guard.count("completion_tokens", completion_tokens)
+        if cost_usd is None:
+            cost_usd = self._shared.prices.cost(model, prompt, completion)
         self._event(
             "llm_call",
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
+            model=model,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
             duration_ms=duration_ms,
+            cost_usd=cost_usd,
+        )
+
+    def error(self, exc: BaseException | str, *, tool_name: str | None = None) -> None:
+        """Record an error the agent surfaced (and so did not swallow)."""
+        message = str(exc)
+        self._event(
+            "error",
+            status="error",
+            tool_name=tool_name,
+            error_type=type(exc).__name__ if isinstance(exc, BaseException) else "error",
+            error_message=self._shared.guard.text("error_message", message),
+        )
+
+    def heartbeat(self, interval_s: float, *, stopped: bool = False) -> None:
+        """Emitted by the monitor's heartbeat thread, never by agent code."""
+        self._event(
+            "heartbeat", heartbeat_interval_s=interval_s, status="stopped" if stopped else "ok"
         )
 
     # -- control --------------------------------------------------------------
@@ -188,18 +297,16 @@ class AgentRun:
 
     # -- lifecycle ------------------------------------------------------------
 
-    def heartbeat(self, interval_s: float, *, stopped: bool = False) -> None:
-        """Emitted by the monitor's heartbeat thread, never by agent code."""
-        self._event(
-            "heartbeat", heartbeat_interval_s=interval_s, status="stopped" if stopped else "ok"
-        )
-
     def _start(self) -> None:
+        self._context_token = propagation.enter(self.context)
         # The promised heartbeat period travels with the start, so an executor that
         # dies before its first beat is still noticed.
-        self._event("task_start", heartbeat_interval_s=self._heartbeat_interval_s)
+        self._event("task_start", heartbeat_interval_s=self._shared.heartbeat_interval_s)
 
     def _finish(self, exc: BaseException | None) -> None:
+        if self._context_token is not None:
+            propagation.leave(self._context_token)
+            self._context_token = None
         if self.kill_command is not None:
             self._acknowledge(self.kill_command)
             status = "killed"
@@ -207,8 +314,10 @@ class AgentRun:
             status = "error"
         else:
             status = "ok"
-        self._event("task_end", status=status)
-        self._on_close(self)
+        self._event(
+            "task_end", status=status, error_type=type(exc).__name__ if exc is not None else None
+        )
+        self._shared.on_close(self)
 
     def __enter__(self) -> AgentRun:
         self._start()
@@ -239,3 +348,88 @@ class AgentRun:
         if self.kill_command is not None and isinstance(exc, asyncio.CancelledError):
             raise AgentKilled(self.kill_command) from exc
         return False
+
+
+class ToolCall:
+    """One tool call, recorded at each of its six stage boundaries with its own timestamp.
+
+    ``run.tool(name, args)`` records *selected*; then call, in order,
+    :meth:`params_extracted`, :meth:`invoked`, :meth:`response_received`,
+    :meth:`response_parsed` and :meth:`reasoning_reentered`. As a context manager
+    it records the first three on entry and the rest on exit; an exception in
+    the block is recorded as a failed response.
+    """
+
+    def __init__(self, run: AgentRun, tool_name: str, args: Any) -> None:
+        self._run = run
+        self.tool_name = tool_name
+        self._args = args
+        self._invoked_at: float | None = None
+        self._stages: set[str] = set()
+        self._stage("selected")
+
+    def _stage(self, stage: str, **fields: Any) -> None:
+        self._stages.add(stage)
+        self._run._event("tool_call", tool_name=self.tool_name, tool_stage=stage, **fields)
+
+    def params_extracted(self, args: Any = None) -> None:
+        if args is not None:
+            self._args = args
+        self._stage("params_extracted", **self._run._argument_fields(self._args))
+
+    def invoked(self, *, retry_count: int = 0) -> None:
+        """The function is called now (a kill boundary: a killed run never invokes)."""
+        self._run.check()
+        self._invoked_at = time.perf_counter()
+        self._stage(
+            "invoked",
+            retry_count=self._run._shared.guard.count("retry_count", retry_count),
+            **self._run._argument_fields(self._args),
+        )
+
+    def response_received(
+        self,
+        *,
+        status: str = "ok",
+        output_summary: str | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        duration = (time.perf_counter() - self._invoked_at) * 1000 if self._invoked_at else None
+        self._stage(
+            "response_received",
+            duration_ms=duration,
+            status="error" if error is not None else status,
+            error_type=type(error).__name__ if error is not None else None,
+            output_summary=self._run._shared.guard.text("output_summary", output_summary),
+        )
+
+    def response_parsed(self, *, ok: bool = True, error: BaseException | str | None = None) -> None:
+        """Record the parse of the response; ``ok=False`` is a parse failure."""
+        failed = not ok or error is not None
+        self._stage(
+            "response_parsed",
+            status="error" if failed else "ok",
+            error_type=type(error).__name__ if isinstance(error, BaseException) else None,
+            error_message=str(error) if error is not None else None,
+        )
+
+    def reasoning_reentered(self) -> None:
+        self._stage("reasoning_reentered")
+
+    def __enter__(self) -> ToolCall:
+        self.params_extracted()
+        self.invoked()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if "response_received" not in self._stages:
+            self.response_received(error=exc if isinstance(exc, Exception) else None)
+        if "response_parsed" not in self._stages and exc is None:
+            self.response_parsed()
+        if "reasoning_reentered" not in self._stages:
+            self.reasoning_reentered()

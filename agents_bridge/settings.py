@@ -74,6 +74,17 @@ class Settings(BaseSettings):
     capture_tool_args: bool = Field(
         False, description="Send canonical tool arguments, not only their hash."
     )
+    capture_reasoning: bool = Field(False, description="Send chain-of-thought excerpts.")
+    capture_context: bool = Field(
+        False, description="Send the raw context window (after redaction), not only its hash."
+    )
+    strict: bool = Field(
+        False, description="Raise on invalid agent input instead of counting it (for tests)."
+    )
+    max_text_chars: int = Field(2000, ge=16, description="Longest free-text field sent.")
+    price_table_file: Path | None = Field(
+        None, description='JSON {"model": [USD per 1M prompt, per 1M completion tokens]}.'
+    )
     flush_timeout_s: float = Field(5.0, gt=0)
     send_timeout_s: float = Field(
         3.0, gt=0, description="An unacknowledged send after this spills to the journal."

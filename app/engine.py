@@ -27,6 +27,7 @@ from app.detectors.retries import RetryState, detect_retries
 from app.detectors.silence import Heartbeat, check_silence, record_heartbeat
 from app.detectors.steps import StepState, detect_steps
 from app.detectors.tokens import TokenState, detect_tokens
+from app.detectors.tool_stages import is_outcome
 from app.policy.config import PolicyConfig
 from app.policy.decide import BreachWindow, Decision, decide
 
@@ -116,7 +117,7 @@ def process_chain_event(
         *malformed_findings,
     ]
     failure = _failure(event)
-    if failure and event.get("tool_name") and event.get("event_type") == "tool_call":
+    if failure and is_outcome(event):
         findings.append(Finding.for_event(event, "tool_error", failure, level="signal"))
     breach = next((f for f in findings if f.level == "breach"), None)
     cascade_input = failure or (f"anomaly {breach.detector}" if breach else None)

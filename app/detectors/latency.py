@@ -13,6 +13,7 @@ from pydantic import Field
 
 from app.detectors._state import US, Config, State
 from app.detectors.finding import Finding
+from app.detectors.tool_stages import is_outcome
 
 __all__ = ["LatencyConfig", "SpikeWindow", "ToolBaseline", "detect_latency"]
 
@@ -41,7 +42,7 @@ def detect_latency(
     """Fold an event with ``tool_name`` and ``duration_ms`` into the tool baseline."""
     duration = event.get("duration_ms")
     tool = event.get("tool_name")
-    if duration is None or not tool or event.get("event_type") != "tool_call":
+    if duration is None or not is_outcome(event):
         return baseline, spikes, []
     trusted = baseline.samples >= config.min_samples
     if not (trusted and duration >= config.spike_factor * baseline.ewma_ms):

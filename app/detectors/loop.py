@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agents_bridge.similarity import estimate_jaccard
 from app.detectors.finding import Finding
+from app.detectors.tool_stages import is_invocation
 
 __all__ = ["LoopConfig", "LoopWindow", "detect_loop"]
 
@@ -82,10 +83,11 @@ def detect_loop(
 ) -> tuple[LoopWindow, Finding | None]:
     """Fold one event into ``window``; return the new window and a finding, if any.
 
-    Only ``tool_call`` events count. A redelivered event (same event id) is
-    ignored, so at-least-once delivery cannot fake a loop.
+    Only invocations count (a whole-call event or the ``invoked`` stage). A
+    redelivered event (same event id) is ignored, so at-least-once delivery
+    cannot fake a loop.
     """
-    if event.get("event_type") != "tool_call" or not event.get("tool_name"):
+    if not is_invocation(event):
         return window, None
     event_id = event["event_id"]
     if event_id in window.last_ids:

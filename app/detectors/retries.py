@@ -8,6 +8,7 @@ from pydantic import Field
 
 from app.detectors._state import Config, State
 from app.detectors.finding import Finding
+from app.detectors.tool_stages import is_outcome
 
 __all__ = ["RetryConfig", "RetryState", "detect_retries"]
 
@@ -25,9 +26,9 @@ class RetryState(State):
 def detect_retries(
     state: RetryState, event: dict[str, Any], config: RetryConfig
 ) -> tuple[RetryState, list[Finding]]:
-    tool = event.get("tool_name")
-    if event.get("event_type") != "tool_call" or not tool:
+    if not is_outcome(event):
         return state, []
+    tool: str = event["tool_name"]
     failures = dict(state.failures)
     if event.get("status") != "error":
         failures.pop(tool, None)  # a success ends the storm

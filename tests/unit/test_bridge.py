@@ -1,0 +1,235 @@
+"""The agent-side bridge without a broker: events a run emits, input guard, propagation."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents_bridge import AgentKilled, InvalidEventError, in_context, propagation
+from agents_bridge.journal import Journal
+from agents_bridge.pricing import PriceTable
+from agents_bridge.run import AgentRun, RunSettings
+from agents_bridge.validation import InputGuard
+
+
+class Recorder:
+    """Runs wired to a list instead of the background producer."""
+
+    def __init__(self, strict: bool = False, **options: Any) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.guard = InputGuard(strict, max_text_chars=50, redact=options.pop("redact", None))
+        self.shared = RunSettings(
+            emit=self.events.append,
+            on_close=lambda run: None,
+            guard=self.guard,
+            prices=PriceTable.load(None, {"tiny-model": (1.0, 2.0)}),
+            producer_id="p1",
+            sequence=itertools.count(1),
+            **options,
+        )
+
+    def run(self, agent_id: str = "a1", **ids: Any) -> AgentRun:
+        parent = propagation.current()
+        return AgentRun(
+            self.shared,
+            agent_id=agent_id,
+            agent_type=None,
+            task_id=ids.get("task_id", f"{agent_id}-task"),
+            correlation_id=ids.get("correlation_id")
+            or (parent.correlation_id if parent else f"{agent_id}-task"),
+            parent_agent_id=parent.agent_id if parent else None,
+            parent_task_id=parent.task_id if parent else None,
+        )
+
+    def of(self, event_type: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["event_type"] == event_type]
+
+
+def test_a_tool_call_is_recorded_at_six_stages_with_their_own_timestamps() -> None:
+    recorder = Recorder()
+    with recorder.run() as run, run.tool("search", {"q": "x"}) as call:
+        call.response_received(output_summary="3 hits")
+    stages = [e["tool_stage"] for e in recorder.of("tool_call")]
+    assert stages == [
+        "selected",
+        "params_extracted",
+        "invoked",
+        "response_received",
+        "response_parsed",
+        "reasoning_reentered",
+    ]
+    received = recorder.of("tool_call")[3]
+    assert received["duration_ms"] is not None and received["duration_ms"] >= 0
+    times = [e["emitted_at"] for e in recorder.of("tool_call")]
+    assert times == sorted(times)
+    sequences = [e["sequence"] for e in recorder.events]
+    assert sequences == sorted(sequences) and len(set(sequences)) == len(sequences)
+
+
+def test_a_failing_tool_and_a_swallowed_parse_failure_are_recorded() -> None:
+    recorder = Recorder()
+    with recorder.run() as run:
+        with pytest.raises(TimeoutError), run.tool("api"):
+            raise TimeoutError("slow")
+        call = run.tool("api", {"id": 1})
+        call.params_extracted()
+        call.invoked()
+        call.response_received()
+        call.response_parsed(ok=False, error="not JSON")
+        call.reasoning_reentered()
+    received = [e for e in recorder.of("tool_call") if e["tool_stage"] == "response_received"]
+    assert (received[0]["status"], received[0]["error_type"]) == ("error", "TimeoutError")
+    parsed = [e for e in recorder.of("tool_call") if e["tool_stage"] == "response_parsed"]
+    assert parsed[-1]["status"] == "error" and parsed[-1]["error_message"] == "not JSON"
+
+
+def test_private_text_leaves_only_as_a_hash_unless_opted_in() -> None:
+    recorder = Recorder()
+    with recorder.run() as run:
+        run.step("think", context="the secret prompt", reasoning="I should")
+    step = recorder.of("step_start")[0]
+    assert step["context_hash"] and step["input_summary"] is None
+    assert step["reasoning_excerpt"] is None
+    opted_in = Recorder(
+        capture_reasoning=True,
+        capture_context=True,
+        redact=lambda text: text.replace("secret", "[redacted]"),
+    )
+    with opted_in.run() as run:
+        run.step("think", context="the secret prompt", reasoning="I should")
+    step = opted_in.of("step_start")[0]
+    assert step["input_summary"] == "the [redacted] prompt"
+    assert step["reasoning_excerpt"] == "I should"
+
+
+def test_cost_comes_from_the_price_table() -> None:
+    recorder = Recorder()
+    with recorder.run() as run:
+        run.llm_call(model="tiny-model-2026", prompt_tokens=1_000_000, completion_tokens=500_000)
+        run.llm_call(model="unknown", prompt_tokens=10, completion_tokens=10)
+    costs = [e["cost_usd"] for e in recorder.of("llm_call")]
+    assert costs == [2.0, None]
+
+
+def test_lenient_mode_counts_bad_input_and_never_raises() -> None:
+    recorder = Recorder()
+    with recorder.run() as run:
+        run.llm_call(prompt_tokens=-5, completion_tokens=3)
+        run.tool_call("t", {"when": object()})
+        run.step("x" * 500)
+    assert dict(recorder.guard.problems) == {
+        "bad_count": 1,
+        "unserialisable_args": 1,
+        "oversize": 1,
+    }
+    assert recorder.of("llm_call")[0]["prompt_tokens"] == 0
+    assert recorder.of("tool_call")[0].get("tool_args_hash") is None
+    assert len(recorder.of("step_start")[0]["action"]) == 50
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        lambda run: run.llm_call(prompt_tokens=-5, completion_tokens=3),
+        lambda run: run.tool_call("t", {"when": object()}),
+        lambda run: run.step("x" * 500),
+    ],
+)
+def test_strict_mode_raises_a_clear_error(bad: Any) -> None:
+    recorder = Recorder(strict=True)
+    with recorder.run() as run, pytest.raises(InvalidEventError):
+        bad(run)
+
+
+def test_a_kill_stops_sync_code_at_the_next_boundary_and_is_acked_once() -> None:
+    recorder = Recorder()
+    command = {
+        "command_id": "k1",
+        "kind": "KILL",
+        "target_type": "agent",
+        "target_id": "a1",
+        "reason": "loop",
+        "issued_at": 1,
+    }
+    with pytest.raises(AgentKilled), recorder.run() as run:
+        run.step("one")
+        run.apply(command)
+        run.apply(command)
+        run.step("two")
+    assert len(recorder.of("control_ack")) == 1
+    assert recorder.of("task_end")[0]["status"] == "killed"
+    assert [e["step_index"] for e in recorder.of("step_start")] == [1]
+
+
+async def test_sub_agents_in_asyncio_tasks_and_threads_join_the_chain() -> None:
+    recorder = Recorder()
+    seen: dict[str, AgentRun] = {}
+
+    def thread_child() -> None:
+        with recorder.run("thread-child") as run:
+            seen["thread"] = run
+
+    async def task_child() -> None:
+        with recorder.run("task-child") as run:
+            seen["task"] = run
+
+    with recorder.run("planner") as planner:
+        await asyncio.create_task(task_child())
+        worker = threading.Thread(target=in_context(thread_child))
+        worker.start()
+        worker.join()
+        plain = threading.Thread(target=lambda: seen.setdefault("plain", recorder.run("orphan")))
+        plain.start()
+        plain.join()
+    for name in ("task", "thread"):
+        assert seen[name].correlation_id == planner.correlation_id
+        assert (seen[name].parent_agent_id, seen[name].parent_task_id) == (
+            "planner",
+            planner.task_id,
+        )
+    assert seen["plain"].parent_agent_id is None, "a plain thread does not inherit context"
+    assert propagation.current() is None
+
+
+def test_a_carrier_round_trips_through_headers() -> None:
+    recorder = Recorder()
+    with recorder.run("planner") as planner:
+        headers = planner.carrier()
+    parent = propagation.from_carrier({k.upper(): v.encode() for k, v in headers.items()})
+    assert parent == planner.context
+    assert propagation.from_carrier({"unrelated": "x"}) is None
+
+
+class TestJournal:
+    def test_appends_replays_in_order_and_compacts(self, tmp_path: Path) -> None:
+        journal = Journal(tmp_path, max_bytes=10_000)
+        journal.append([("t.a", b"a", b"\x00one"), ("t.b", b"b", b"two\x00")])
+        journal.append([("t.a", b"a", b"three")])
+        entries, position = journal.read(limit=2)
+        assert entries == [("t.a", b"a", b"\x00one"), ("t.b", b"b", b"two\x00")]
+        journal.mark_replayed(position)
+        again = Journal(tmp_path, max_bytes=10_000)  # another process, later
+        assert again.pending()
+        entries, position = again.read()
+        assert entries == [("t.a", b"a", b"three")]
+        again.mark_replayed(position)
+        assert not again.pending()
+        assert (tmp_path / "journal.log").stat().st_size == 0
+
+    def test_refuses_and_counts_what_does_not_fit(self, tmp_path: Path) -> None:
+        journal = Journal(tmp_path, max_bytes=64)
+        refused = journal.append([("t", b"k", b"x" * 30), ("t", b"k", b"y" * 30)])
+        assert refused == 1 and journal.refused == 1
+        assert [e[2] for e in journal] == [b"x" * 30]
+
+    def test_a_torn_write_at_a_crash_is_not_replayed(self, tmp_path: Path) -> None:
+        journal = Journal(tmp_path, max_bytes=10_000)
+        journal.append([("t", b"k", b"whole")])
+        with (tmp_path / "journal.log").open("ab") as log:
+            log.write(b"\x00\x00\x00\x40partial")
+        assert [e[2] for e in Journal(tmp_path, max_bytes=10_000)] == [b"whole"]

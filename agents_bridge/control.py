@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from agents_bridge._loop_thread import LoopThread
 from agents_bridge.codec import DecodeError, Record, codec
@@ -52,17 +53,33 @@ class ControlListener:
         return self.attached.wait(attach_timeout_s)
 
     async def _start(self) -> None:
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.bootstrap_servers,
-            client_id="trc-bridge-control",
-            enable_auto_commit=False,
-            fetch_max_wait_ms=self._settings.control_fetch_max_wait_ms,
-        )
-        await self._consumer.start()
         self._task = asyncio.get_running_loop().create_task(self._attach_and_listen())
 
+    async def _connect(self) -> AIOKafkaConsumer:
+        warned = False
+        while True:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self._settings.bootstrap_servers,
+                client_id="trc-bridge-control",
+                enable_auto_commit=False,
+                fetch_max_wait_ms=self._settings.control_fetch_max_wait_ms,
+            )
+            try:
+                await consumer.start()
+                return consumer
+            except (KafkaError, OSError) as exc:
+                await consumer.stop()
+                if not warned:
+                    _log.warning(
+                        "control listener cannot reach %s (%s); retrying",
+                        self._settings.bootstrap_servers,
+                        exc,
+                    )
+                    warned = True
+                await asyncio.sleep(1.0)
+
     async def _attach_and_listen(self) -> None:
-        assert self._consumer is not None
+        self._consumer = await self._connect()
         partitions = await self._control_partitions()
         self._consumer.assign(partitions)
         await self._consumer.seek_to_end(*partitions)
@@ -105,15 +122,16 @@ class ControlListener:
                 _log.exception("applying command %s failed", command.get("command_id"))
 
     def close(self) -> None:
-        if self._consumer is None:
+        if self._task is None:
             return
         self._thread.run(self._stop(), timeout=10)
         self._thread.stop()
+        self._task = None
         self._consumer = None
 
     async def _stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        assert self._consumer is not None
-        await self._consumer.stop()
+        if self._consumer is not None:
+            await self._consumer.stop()

@@ -111,6 +111,7 @@ def test_a_frozen_broker_loses_nothing(own_broker: EmbeddedBroker) -> None:
     finally:
         monitor.close()
     assert stats["spilled"] > 0 and stats["replayed"] == stats["spilled"], stats
+    assert stats["idempotent"] is False, "Tansu refuses InitProducerId: the fallback is used"
     for agent_id, last in fleet.emitted.items():
         steps = asyncio.run(_all_steps(own_broker, agent_id, last))
         assert steps == list(range(1, last + 1)), f"{agent_id}: {_gaps(steps, 1, last)}"
@@ -145,3 +146,33 @@ def _gaps(steps: list[int], first: int, last: int) -> str:
     missing = sorted(set(range(first, last + 1)) - set(steps))
     disorder = [b for a, b in itertools.pairwise(steps) if b < a]
     return f"missing {missing[:10]} (of {len(missing)}), out of order {disorder[:10]}"
+
+
+def test_an_agent_started_without_a_broker_delivers_on_its_next_start(
+    own_broker: EmbeddedBroker, tmp_path: Any
+) -> None:
+    agent_id = f"offline-{time.monotonic_ns()}"
+    journal = tmp_path / "agent-journal"
+    offline = load_settings(
+        bootstrap_servers=f"127.0.0.1:{free_port()}",
+        journal_dir=journal,
+        send_timeout_s=0.5,
+        control_attach_timeout_s=0,
+    )
+    with Monitor(offline) as monitor:  # nothing listens there: it must not fail the agent
+        with monitor.run(agent_id) as run:
+            for _ in range(20):
+                run.step("work offline")
+        assert monitor.flush(5)
+        assert monitor.stats()["spilling"]
+    # The process restarts (same journal directory), and this time the broker is there.
+    online = load_settings(
+        bootstrap_servers=own_broker.bootstrap_servers,
+        journal_dir=journal,
+        control_attach_timeout_s=0,
+    )
+    with Monitor(online) as monitor:
+        stats = _wait_replayed(monitor)
+    assert stats["replayed"] >= 22, stats  # task_start, 20 steps, task_end
+    steps = asyncio.run(_all_steps(own_broker, agent_id, 20))
+    assert steps == list(range(1, 21))

@@ -78,6 +78,7 @@ class AgentRun:
         self.parent_agent_id = parent_agent_id
         self.parent_task_id = parent_task_id
         self.step_index = 0
+        self._step_spend: list[float] = [0, 0, 0.0]  # prompt, completion tokens, USD
         self.kill_command: Record | None = None
         self.kill_latency_ms: float | None = None
         """Command issued -> this run halted, once a KILL took effect."""
@@ -136,6 +137,7 @@ class AgentRun:
         """
         self.check()
         self.step_index += 1
+        self._step_spend = [0, 0, 0.0]
         guard = self._shared.guard
         self._event(
             "step_start",
@@ -155,11 +157,15 @@ class AgentRun:
         )
 
     def end_step(self, *, output_summary: str | None = None, status: str = "ok") -> None:
-        """Close the current step with its outcome."""
+        """Close the current step with its outcome and the tokens and cost it used."""
+        prompt, completion, cost = self._step_spend
         self._event(
             "step_end",
             output_summary=self._shared.guard.text("output_summary", output_summary),
             status=status,
+            prompt_tokens=int(prompt),
+            completion_tokens=int(completion),
+            cost_usd=cost,
         )
 
     def tool(self, tool_name: str, args: Any = None) -> ToolCall:
@@ -214,6 +220,9 @@ class AgentRun:
         completion = guard.count("completion_tokens", completion_tokens)
         if cost_usd is None:
             cost_usd = self._shared.prices.cost(model, prompt, completion)
+        self._step_spend[0] += prompt
+        self._step_spend[1] += completion
+        self._step_spend[2] += cost_usd or 0.0
         self._event(
             "llm_call",
             model=model,

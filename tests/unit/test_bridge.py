@@ -107,13 +107,21 @@ def test_private_text_leaves_only_as_a_hash_unless_opted_in() -> None:
     assert step["reasoning_excerpt"] == "I should"
 
 
-def test_cost_comes_from_the_price_table() -> None:
+def test_cost_comes_from_the_price_table_and_steps_total_their_calls() -> None:
     recorder = Recorder()
     with recorder.run() as run:
+        run.step("answer")
         run.llm_call(model="tiny-model-2026", prompt_tokens=1_000_000, completion_tokens=500_000)
         run.llm_call(model="unknown", prompt_tokens=10, completion_tokens=10)
+        run.end_step()
     costs = [e["cost_usd"] for e in recorder.of("llm_call")]
     assert costs == [2.0, None]
+    end = recorder.of("step_end")[0]
+    assert (end["prompt_tokens"], end["completion_tokens"], end["cost_usd"]) == (
+        1_000_010,
+        500_010,
+        2.0,
+    )
 
 
 def test_lenient_mode_counts_bad_input_and_never_raises() -> None:

@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,29 +17,27 @@ __all__ = ["main"]
 
 
 def _broker(args: argparse.Namespace) -> int:
+    stop = threading.Event()
+    # Handlers first: a SIGTERM right after "ready" must still stop the broker cleanly.
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     broker = EmbeddedBroker(args.port)
     try:
         broker.start()
     except BrokerStartError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(
-        f"embedded broker ready on {broker.bootstrap_servers} (pid {broker.pid}); Ctrl-C stops it"
-    )
-    stop = False
-
-    def _on_signal(signum: int, frame: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
     try:
-        while not stop:
-            signal.pause()
+        print(
+            f"embedded broker ready on {broker.bootstrap_servers} (pid {broker.pid}); "
+            "Ctrl-C stops it",
+            flush=True,
+        )
+        while not stop.wait(0.5):
+            pass
     finally:
         broker.stop()
-        print("embedded broker stopped")
+        print("embedded broker stopped", flush=True)
     return 0
 
 

@@ -30,8 +30,9 @@ _COMMIT_INTERVAL_S = 0.1
 """Offsets are committed at most this often: a restart replays at most this much,
 which the detectors' event-id deduplication absorbs."""
 
-Forward = Callable[[Record, bytes], Awaitable[list[Any]]]
-"""(decoded event, raw value) -> awaitables that resolve when the broker acknowledged."""
+Forward = Callable[[list[tuple[Record, bytes]]], Awaitable[list[Any]]]
+"""(decoded event, raw value) pairs of one batch, in order -> awaitables that resolve
+when the broker acknowledged what was forwarded."""
 DeadLetter = Callable[[ConsumerRecord, str, str], Awaitable[None]]
 """(record, reason, reason kind) -> sent to the dead-letter topic."""
 
@@ -135,7 +136,7 @@ class AgentTopicIngest:
         _log.info("consuming %d agent topics (new: %s)", len(self._topics), ", ".join(sorted(new)))
 
     async def _process(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        acks = []
+        valid: list[tuple[Record, bytes]] = []
         offsets = {}
         for tp, records in batches.items():
             for record in records:
@@ -148,9 +149,10 @@ class AgentTopicIngest:
                 if reason is not None:
                     await self._dead_letter(record, reason, "invalid")
                     continue
-                acks.extend(await self._forward(event, record.value or b""))
+                valid.append((event, record.value or b""))
             offsets[tp] = records[-1].offset + 1
-        await asyncio.gather(*acks)
+        if valid:
+            await asyncio.gather(*await self._forward(valid))
         self._uncommitted.update(offsets)  # forwarded and acknowledged: safe to commit
 
     async def _commit(self) -> None:

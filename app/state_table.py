@@ -40,6 +40,7 @@ class StateTable(Generic[S]):
         )
         self._type = state_type
         self._cache: OrderedDict[str, S] = OrderedDict()
+        self._dirty: dict[str, S] = {}
         self._cache_size = cache_size
 
     def get(self, key: str) -> S:
@@ -54,9 +55,21 @@ class StateTable(Generic[S]):
         return state
 
     def set(self, key: str, state: S) -> None:
-        """Store ``state``; only call from stream iteration (the changelog needs it)."""
+        """Store ``state`` now; only call from stream iteration (the changelog needs it)."""
         self._remember(key, state)
+        self._dirty.pop(key, None)
         self.table[key] = state.model_dump_json().encode()
+
+    def stage(self, key: str, state: S) -> None:
+        """Keep ``state`` for reads now; write it with the next :meth:`commit`."""
+        self._remember(key, state)
+        self._dirty[key] = state
+
+    def commit(self) -> None:
+        """Write every staged state: one changelog record per key per batch."""
+        dirty, self._dirty = self._dirty, {}
+        for key, state in dirty.items():
+            self.table[key] = state.model_dump_json().encode()
 
     def items(self) -> Iterator[tuple[str, S]]:
         """Every state this worker holds (read-only; safe from timers)."""
@@ -66,6 +79,7 @@ class StateTable(Generic[S]):
     def forget(self) -> None:
         """Drop the cache: after a rebalance the table is the truth."""
         self._cache.clear()
+        self._dirty.clear()
 
     def _remember(self, key: str, state: S) -> None:
         self._cache[key] = state

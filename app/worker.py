@@ -1,6 +1,6 @@
 """The Faust worker: wires topics, tables and the detection engine. No logic lives here.
 
-agent topics --ingest--> <app_id>-events-by-chain (keyed by correlation id)
+agent topics --ingest--> <app_id>-events-by-chain (EventBatches keyed by correlation id)
                      \\--> <app_id>-events-by-agent (heartbeats and spend, keyed by agent id)
 by chain: task / chain / tool-baseline tables -> engine -> policy -> respond
 by agent: agent table -> engine; a 1 s timer checks every agent for silence
@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import defaultdict
 from typing import Any
 
 import faust
@@ -43,6 +44,8 @@ from app.transport import FETCH_MAX_WAIT_ATTR, SCHEME
 __all__ = ["create_app"]
 
 _log = logging.getLogger(__name__)
+
+_BATCH = "trc.EventBatch"
 
 # Events the per-agent stream needs: liveness and spend.
 _AGENT_STREAM_TYPES = frozenset({"heartbeat", "llm_call", "task_start", "task_end"})
@@ -93,10 +96,20 @@ def create_app(settings: Settings) -> faust.App:
     commands = CommandPublisher(settings.bootstrap_servers, client_id=f"{settings.app_id}-control")
     state: dict[str, Any] = {"ingest": None, "assigned": False}
 
-    async def forward(event: dict[str, Any], value: bytes) -> list[Any]:
-        acks = [await by_chain.send(key=event["correlation_id"].encode(), value=value)]
-        if event["event_type"] in _AGENT_STREAM_TYPES:
-            acks.append(await by_agent.send(key=event["agent_id"].encode(), value=value))
+    async def forward(batch: list[tuple[dict[str, Any], bytes]]) -> list[Any]:
+        # One record per chain (and per agent) per ingest batch: the stream pays its
+        # per-record overhead once for many events, which keep their order inside.
+        by_chain_key: dict[str, list[bytes]] = defaultdict(list)
+        by_agent_key: dict[str, list[bytes]] = defaultdict(list)
+        for event, value in batch:
+            by_chain_key[event["correlation_id"]].append(value)
+            if event["event_type"] in _AGENT_STREAM_TYPES:
+                by_agent_key[event["agent_id"]].append(value)
+        acks = []
+        for topic, groups in ((by_chain, by_chain_key), (by_agent, by_agent_key)):
+            for key, values in groups.items():
+                encoded = codec.encode(_BATCH, {"events": values})
+                acks.append(await topic.send(key=key.encode(), value=encoded))
         return acks
 
     async def dead_letter(record: ConsumerRecord, reason: str, kind: str) -> None:
@@ -192,16 +205,22 @@ def create_app(settings: Settings) -> faust.App:
             )
         )
 
-    @app.agent(by_chain)
-    async def detect_by_chain(stream: Any) -> None:
-        async for value in stream:
+    async def each_event(batch: bytes, topic: Any, handle: Any, *states: StateTable[Any]) -> None:
+        """Run ``handle`` on every event of a batch; one table write per key at the end."""
+        try:
+            values = codec.decode(batch, expect=_BATCH)[1]["events"]
+        except Exception as exc:
+            await quarantine(batch, topic.get_topic_name(), exc)
+            return
+        for value in values:
             try:
-                await on_chain_event(value)
+                await handle(decode(value))
             except Exception as exc:
-                await quarantine(value, by_chain.get_topic_name(), exc)
+                await quarantine(value, topic.get_topic_name(), exc)
+        for table in states:
+            table.commit()
 
-    async def on_chain_event(value: bytes) -> None:
-        event = decode(value)
+    async def on_chain_event(event: dict[str, Any]) -> None:
         metrics.events_processed.inc()
         policy = policies.current().for_agent_type(event.get("agent_type"))
         tool_key = event.get("tool_name") or ""
@@ -210,29 +229,30 @@ def create_app(settings: Settings) -> faust.App:
         task, chain, baseline, outcomes = process_chain_event(
             tasks.get(event["task_id"]), old_chain, old_baseline, event, policy
         )
-        tasks.set(event["task_id"], task)
+        tasks.stage(event["task_id"], task)
         if chain != old_chain:
-            chains.set(event["correlation_id"], chain)
+            chains.stage(event["correlation_id"], chain)
         if tool_key and baseline != old_baseline:
-            tools.set(tool_key, baseline)
+            tools.stage(tool_key, baseline)
         for outcome in outcomes:
             await respond(outcome)
+
+    async def on_agent_event(event: dict[str, Any]) -> None:
+        policy = policies.current().for_agent_type(event.get("agent_type"))
+        agent, outcomes = process_agent_event(agents.get(event["agent_id"]), event, policy)
+        agents.stage(event["agent_id"], agent)
+        for outcome in outcomes:
+            await respond(outcome)
+
+    @app.agent(by_chain)
+    async def detect_by_chain(stream: Any) -> None:
+        async for batch in stream:
+            await each_event(batch, by_chain, on_chain_event, tasks, chains, tools)
 
     @app.agent(by_agent)
     async def detect_by_agent(stream: Any) -> None:
-        async for value in stream:
-            try:
-                await on_agent_event(value)
-            except Exception as exc:
-                await quarantine(value, by_agent.get_topic_name(), exc)
-
-    async def on_agent_event(value: bytes) -> None:
-        event = decode(value)
-        policy = policies.current().for_agent_type(event.get("agent_type"))
-        agent, outcomes = process_agent_event(agents.get(event["agent_id"]), event, policy)
-        agents.set(event["agent_id"], agent)
-        for outcome in outcomes:
-            await respond(outcome)
+        async for batch in stream:
+            await each_event(batch, by_agent, on_agent_event, agents)
 
     alerted: dict[str, int] = {}
     """agent id -> last_seen it was reported silent for. Tables can only be written from

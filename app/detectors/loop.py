@@ -99,11 +99,14 @@ def detect_loop(
     clusters = []
     match: _Cluster | None = None
     for cluster in window.clusters:
-        recent = tuple(c for c in cluster.calls if c[0] >= horizon)
+        if cluster.calls and cluster.calls[0][0] < horizon:  # copy only what the window trims
+            cluster = cluster.model_copy(
+                update={"calls": tuple(c for c in cluster.calls if c[0] >= horizon)}
+            )
         if match is None and _matches(cluster, tool, args_hash, sketch, config.similarity):
-            match = cluster.model_copy(update={"calls": recent})
-        elif recent:
-            clusters.append(cluster.model_copy(update={"calls": recent}))
+            match = cluster
+        elif cluster.calls:
+            clusters.append(cluster)
     if match is None:
         match = _Cluster(tool=tool, args_hash=args_hash, sketch=sketch)
     calls = (*match.calls, (now, event_id))

@@ -46,6 +46,22 @@ __all__ = ["create_app"]
 _log = logging.getLogger(__name__)
 
 _BATCH = "trc.EventBatch"
+_MAX_BATCH_BYTES = 256 * 1024
+"""Well under the 1 MiB default record limit of producers and brokers."""
+
+
+def _chunks(values: list[bytes], max_bytes: int) -> list[list[bytes]]:
+    """Consecutive runs of ``values``, each at most ``max_bytes`` unless one value is larger."""
+    chunks: list[list[bytes]] = []
+    size = max_bytes + 1
+    for value in values:
+        if size + len(value) > max_bytes:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(value)
+        size += len(value)
+    return chunks
+
 
 # Events the per-agent stream needs: liveness and spend.
 _AGENT_STREAM_TYPES = frozenset({"heartbeat", "llm_call", "task_start", "task_end"})
@@ -108,8 +124,9 @@ def create_app(settings: Settings) -> faust.App:
         acks = []
         for topic, groups in ((by_chain, by_chain_key), (by_agent, by_agent_key)):
             for key, values in groups.items():
-                encoded = codec.encode(_BATCH, {"events": values})
-                acks.append(await topic.send(key=key.encode(), value=encoded))
+                for chunk in _chunks(values, _MAX_BATCH_BYTES):
+                    encoded = codec.encode(_BATCH, {"events": chunk})
+                    acks.append(await topic.send(key=key.encode(), value=encoded))
         return acks
 
     async def dead_letter(record: ConsumerRecord, reason: str, kind: str) -> None:

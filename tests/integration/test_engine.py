@@ -124,9 +124,13 @@ async def test_two_recoverable_breaches_in_one_task_escalate_to_a_kill(
         _anomalies_for(agent_id, "token_growth"),
         what="the token_growth anomaly",
     )
-    by_detector = {v["detector"]: v for _, v in seen if v and v["agent_id"] == agent_id}
-    assert by_detector["step_count"]["command_id"] is None  # alone, it only alerted
-    assert by_detector["token_growth"]["command_id"] == killed.value.command["command_id"]
+    # Other test workers on the same broker report too: look for this worker's records.
+    mine = [v for _, v in seen if v and v["agent_id"] == agent_id]
+    command_id = killed.value.command["command_id"]
+    assert any(v["detector"] == "token_growth" and v["command_id"] == command_id for v in mine)
+    assert any(v["detector"] == "step_count" and v["command_id"] is None for v in mine), (
+        "alone, the step count breach only alerted"
+    )
 
 
 async def test_default_agents_keep_the_default_thresholds(

@@ -108,7 +108,13 @@ class AgentTopicIngest:
                     timeout_ms=self._settings.topic_discovery_interval_ms, max_records=20_000
                 )
                 if batches:
-                    await self._process(batches)
+                    try:
+                        await self._process(batches)
+                    except Exception:
+                        # Nothing of the failed batch was committed: rewind and retry it.
+                        _log.exception("forwarding a batch failed; retrying it in 1 s")
+                        await self._rewind()
+                        await asyncio.sleep(1.0)
                 if time.monotonic() - self._last_commit >= _COMMIT_INTERVAL_S:
                     await self._commit()
         finally:
@@ -154,6 +160,10 @@ class AgentTopicIngest:
         if valid:
             await asyncio.gather(*await self._forward(valid))
         self._uncommitted.update(offsets)  # forwarded and acknowledged: safe to commit
+
+    async def _rewind(self) -> None:
+        await self._commit()  # what was acknowledged before the failure
+        self._consumer.assign(list(self._consumer.assignment()))  # back to committed offsets
 
     async def _commit(self) -> None:
         if self._uncommitted:

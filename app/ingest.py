@@ -55,7 +55,7 @@ def invalid_reason(topic: str, event: Record) -> str | None:
 
 
 class AgentTopicIngest:
-    """Consumes ``trc.events.*`` and forwards each valid event keyed by correlation id."""
+    """Consumes ``trc.events.*``; hands each batch's valid events, in order, to ``forward``."""
 
     def __init__(
         self,
@@ -72,10 +72,6 @@ class AgentTopicIngest:
         self._last_commit = 0.0
         self._topics: set[str] = set()
         self.running = False
-
-    @property
-    def topics(self) -> frozenset[str]:
-        return frozenset(self._topics)
 
     async def run(self) -> None:
         """Consume until cancelled; the consumer is closed on the way out."""

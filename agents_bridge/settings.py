@@ -37,7 +37,6 @@ class Settings(BaseSettings):
     bootstrap_servers: str = Field(
         "127.0.0.1:9092", description="Comma-separated host:port list of Kafka brokers."
     )
-    embedded_broker_port: int = Field(9092, ge=1, le=65535)
 
     # Cluster app
     app_id: str = Field("trc", min_length=1, description="Faust app id and consumer group prefix.")

@@ -6,6 +6,10 @@ otherwise stop the whole consumer group for a rebalance (seconds on Tansu,
 hundreds of milliseconds on Kafka), and a fleet that starts 1,000 agents would
 never stop rebalancing. Offsets are committed under their own group id after
 the forwarded records are acknowledged, so nothing is lost across restarts.
+
+Several workers share the agent topics by shard: a topic belongs to the worker
+that Faust assigned the re-keyed topic's partition ``shard_of(topic)`` to, so
+a worker that dies hands its agents over with its partitions.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,7 +27,7 @@ from agents_bridge.codec import DecodeError, Record, codec
 from agents_bridge.settings import Settings
 from agents_bridge.topics import EVENTS_PATTERN, EVENTS_PREFIX
 
-__all__ = ["AgentTopicIngest", "invalid_reason"]
+__all__ = ["AgentTopicIngest", "invalid_reason", "shard_of"]
 
 _log = logging.getLogger(__name__)
 
@@ -35,6 +40,11 @@ Forward = Callable[[list[tuple[Record, bytes]]], Awaitable[list[Any]]]
 when the broker acknowledged what was forwarded."""
 DeadLetter = Callable[[ConsumerRecord, str, str], Awaitable[None]]
 """(record, reason, reason kind) -> sent to the dead-letter topic."""
+
+
+def shard_of(topic: str, shards: int) -> int:
+    """The shard an agent topic belongs to: stable across processes and restarts."""
+    return zlib.crc32(topic.encode()) % shards
 
 
 def invalid_reason(topic: str, event: Record) -> str | None:
@@ -71,7 +81,17 @@ class AgentTopicIngest:
         self._uncommitted: dict[TopicPartition, int] = {}
         self._last_commit = 0.0
         self._topics: set[str] = set()
+        self._shards = settings.partitions
+        self._owned: frozenset[int] | None = None
+        """Shards this worker ingests; None until the first assignment is known."""
+        self._reassign = False
         self.running = False
+
+    def own(self, shards: frozenset[int]) -> None:
+        """The shards this worker now owns (from its share of the re-keyed topic)."""
+        if shards != self._owned:
+            self._owned = shards
+            self._reassign = True
 
     async def run(self) -> None:
         """Consume until cancelled; the consumer is closed on the way out."""
@@ -94,7 +114,7 @@ class AgentTopicIngest:
             next_discovery = time.monotonic()
             interval = self._settings.topic_discovery_interval_ms / 1000
             while True:
-                if time.monotonic() >= next_discovery:
+                if time.monotonic() >= next_discovery or self._reassign:
                     await self._discover()
                     next_discovery = time.monotonic() + interval
                 if not self._topics:
@@ -121,11 +141,17 @@ class AgentTopicIngest:
 
     async def _discover(self) -> None:
         cluster = await self._metadata.fetch_all_metadata()
-        topics = {t for t in cluster.topics() if EVENTS_PATTERN.match(t)}
-        if topics <= self._topics:
+        owned = self._owned or frozenset()
+        topics = {
+            t
+            for t in cluster.topics()
+            if EVENTS_PATTERN.match(t) and shard_of(t, self._shards) in owned
+        }
+        if topics == self._topics and not self._reassign:
             return
         new = topics - self._topics
-        self._topics |= new
+        self._topics = topics
+        self._reassign = False
         partitions = [
             TopicPartition(topic, partition)
             for topic in sorted(self._topics)

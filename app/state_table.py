@@ -50,9 +50,16 @@ class StateTable(Generic[S]):
             self._cache.move_to_end(key)
             return state
         raw = self.table.get(key)
-        state = self._type.model_validate_json(raw) if raw else self._type()
+        state = self._parse(raw) if raw else self._type()
         self._remember(key, state)
         return state
+
+    def _parse(self, raw: Any) -> S:
+        # Values we wrote are JSON bytes; values recovered from the changelog arrive
+        # already parsed by Faust's default JSON codec.
+        if isinstance(raw, dict):
+            return self._type.model_validate(raw)
+        return self._type.model_validate_json(raw)
 
     def set(self, key: str, state: S) -> None:
         """Store ``state`` now; only call from stream iteration (the changelog needs it)."""
@@ -74,7 +81,7 @@ class StateTable(Generic[S]):
     def items(self) -> Iterator[tuple[str, S]]:
         """Every state this worker holds (read-only; safe from timers)."""
         for key, raw in list(self.table.items()):
-            yield key, self._cache.get(key) or self._type.model_validate_json(raw)
+            yield key, self._cache.get(key) or self._parse(raw)
 
     def forget(self) -> None:
         """Drop the cache: after a rebalance the table is the truth."""

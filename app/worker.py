@@ -110,7 +110,7 @@ def create_app(settings: Settings) -> faust.App:
     tools = StateTable(app, f"{prefix}-tools", ToolBaseline, partitions)
     agents = StateTable(app, f"{prefix}-agents", AgentState, partitions)
     commands = CommandPublisher(settings.bootstrap_servers, client_id=f"{settings.app_id}-control")
-    state: dict[str, Any] = {"ingest": None, "assigned": False}
+    state: dict[str, Any] = {"ingest": None, "assigned": False, "shards": None}
 
     async def forward(batch: list[tuple[dict[str, Any], bytes]]) -> list[Any]:
         # One record per chain (and per agent) per ingest batch: the stream pays its
@@ -158,7 +158,7 @@ def create_app(settings: Settings) -> faust.App:
                 decision.target_type,
                 decision.target_id,
                 decision.reason,
-                issuer=f"trc/{finding.detector}",
+                issuer=f"{settings.app_id}/{finding.detector}",
                 anomaly_id=anomaly_id,
             )
             await commands.publish(command)
@@ -276,20 +276,19 @@ def create_app(settings: Settings) -> faust.App:
     stream iteration, so the timer remembers here; a restart may report a silence again."""
 
     async def check_silence() -> None:
-        now, current = now_us(), policies.current()
-        for agent_id, agent in agents.items():
-            if alerted.get(agent_id) == agent.heartbeat.last_seen:
-                continue
-            alerted.pop(agent_id, None)
-            try:
-                _, outcomes = check_agent(
-                    agent, now, current.for_agent_type(agent.heartbeat.agent_type)
-                )
+        try:
+            now, current = now_us(), policies.current()
+            for agent_id, agent in agents.items():
+                if alerted.get(agent_id) == agent.heartbeat.last_seen:
+                    continue
+                alerted.pop(agent_id, None)
+                policy = current.for_agent_type(agent.heartbeat.agent_type)
+                _, outcomes = check_agent(agent, now, policy)
                 for outcome in outcomes:
                     alerted[agent_id] = agent.heartbeat.last_seen
                     await respond(outcome)
-            except Exception:
-                _log.exception("silence check of %s failed", agent_id)
+        except Exception:  # a timer that raises stops the whole worker
+            _log.exception("silence check failed; trying again in 1 s")
 
     async def run_ingest() -> None:
         await ensure_topics(
@@ -299,15 +298,26 @@ def create_app(settings: Settings) -> faust.App:
         )
         await commands.start()
         ingest = AgentTopicIngest(settings, forward, dead_letter, metrics.agent_topics.set)
+        if state["shards"] is not None:
+            ingest.own(state["shards"])
         state["ingest"] = ingest
         try:
             await ingest.run()
         finally:
             await commands.stop()
 
+    def owned_shards() -> frozenset[int]:
+        topic = by_chain.get_topic_name()
+        return frozenset(
+            tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic
+        )
+
     async def on_rebalanced(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         for states in (tasks, chains, tools, agents):
             states.forget()
+        state["shards"] = owned_shards()
+        if state["ingest"] is not None:
+            state["ingest"].own(state["shards"])
         state["assigned"] = True
 
     app.task(run_ingest)

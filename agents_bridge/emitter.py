@@ -40,6 +40,8 @@ _RETRY_S = 0.5
 
 SKETCH_SOURCE = "_sketch_source"
 """Private record key: text whose similarity sketch is computed here, off the agent's thread."""
+_ROUTE = "_route"
+"""Private record key: (schema, topic, key) of a record that is not an agent event."""
 
 
 class EmitterStats:
@@ -89,6 +91,10 @@ class Emitter:
             self._idle = False
             self._thread.loop.call_soon_threadsafe(self._wake_up)
 
+    def emit_to(self, schema: str, topic: str, key: str, record: Record) -> None:
+        """Queue a record for another topic, in order with the events (checkpoints...)."""
+        self.emit({**record, _ROUTE: (schema, topic, key)})
+
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
@@ -109,7 +115,7 @@ class Emitter:
         servers = self._settings.bootstrap_servers
         try:
             if self.idempotent is None:
-                self.idempotent = await _supports_idempotence(servers)
+                self.idempotent = await _supports_idempotence(self._settings)
                 if not self.idempotent:
                     _log.warning(
                         "the broker at %s refuses InitProducerId: sending without the "
@@ -123,6 +129,7 @@ class Emitter:
                 linger_ms=self._settings.emit_linger_ms,
                 request_timeout_ms=int(self._settings.send_timeout_s * 1000),
                 client_id="trc-bridge-events",
+                **self._settings.kafka_security(),
             )
             await asyncio.wait_for(producer.start(), self._settings.send_timeout_s)
         except (KafkaError, OSError, TimeoutError) as exc:
@@ -201,16 +208,21 @@ class Emitter:
         return batch
 
     def _entry(self, record: Record) -> JournalEntry | None:
+        schema, topic, key = record.pop(_ROUTE, None) or (
+            _EVENT,
+            events_topic(record["agent_id"]),
+            record["agent_id"],
+        )
         source = record.pop(SKETCH_SOURCE, None)
         if source:
             record["tool_args_sketch"] = sketch(source)
         try:
-            value = codec.encode(_EVENT, record)
+            value = codec.encode(schema, record)
         except EncodeError as exc:
             self.stats.rejected_invalid += 1
-            _log.error("dropping an event that does not fit the schema: %s", exc)
+            _log.error("dropping a %s that does not fit the schema: %s", schema, exc)
             return None
-        return events_topic(record["agent_id"]), record["agent_id"].encode(), value
+        return topic, key.encode(), value
 
     async def _handle(self, records: list[Record]) -> None:
         entries = [e for e in map(self._entry, records) if e is not None]
@@ -291,6 +303,7 @@ class Emitter:
         admin = AIOKafkaAdminClient(
             bootstrap_servers=self._settings.bootstrap_servers,
             request_timeout_ms=int(self._settings.send_timeout_s * 1000),
+            **self._settings.kafka_security(),
         )
         await admin.start()
         try:
@@ -322,9 +335,11 @@ class Emitter:
         )
 
 
-async def _supports_idempotence(bootstrap_servers: str) -> bool:
+async def _supports_idempotence(settings: Settings) -> bool:
     """Ask for a producer id: brokers without the idempotent producer refuse it."""
-    client = AIOKafkaClient(bootstrap_servers=bootstrap_servers)
+    client = AIOKafkaClient(
+        bootstrap_servers=settings.bootstrap_servers, **settings.kafka_security()
+    )
     await client.bootstrap()
     try:
         node = next(iter(client.cluster.brokers())).nodeId

@@ -13,19 +13,25 @@ from types import TracebackType
 from typing import Any
 
 from agents_bridge import propagation
+from agents_bridge.actions import ActionRegistry
+from agents_bridge.actions import registry as default_registry
+from agents_bridge.clock import now_us
 from agents_bridge.codec import Record
+from agents_bridge.command_gate import CommandGate
 from agents_bridge.control import ControlListener
 from agents_bridge.emitter import Emitter
 from agents_bridge.pricing import PriceTable
+from agents_bridge.rollback_runner import RollbackRunner
 from agents_bridge.run import AgentRun, RunSettings
 from agents_bridge.settings import Settings, load_settings
-from agents_bridge.topics import events_topic
+from agents_bridge.signing import CommandSigner
+from agents_bridge.topics import CHECKPOINTS, events_topic
 from agents_bridge.validation import InputGuard
 
 __all__ = ["Monitor"]
 
 _log = logging.getLogger(__name__)
-_SEEN_COMMANDS = 10_000
+_RECENT_RUNS = 1_000
 _NOT_TOPIC_SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -39,7 +45,8 @@ class Monitor:
 
     ``redact`` rewrites every free-text field before it leaves the process;
     ``prices`` overrides the per-model price table (USD per 1M prompt and
-    completion tokens).
+    completion tokens); ``registry`` is the action registry ROLLBACK consults
+    (default: :data:`agents_bridge.actions.registry`).
     """
 
     def __init__(
@@ -48,14 +55,20 @@ class Monitor:
         *,
         redact: Callable[[str], str] | None = None,
         prices: Mapping[str, tuple[float, float]] | None = None,
+        registry: ActionRegistry | None = None,
     ) -> None:
         self.settings = settings or load_settings()
         self._emitter = Emitter(self.settings)
-        self._listener = ControlListener(self.settings, self._apply_command)
+        self._gate = CommandGate(CommandSigner(self.settings.signing_keys.get_secret_value()))
+        self._listener = ControlListener(self.settings, self._receive, self._clear)
+        self._rollbacks = RollbackRunner(self._emitter, self._recent_runs)
+        self.rejected_commands: collections.Counter[str] = collections.Counter()
+        """Commands refused by reason: unsigned, unknown_key, forged, expired, replayed."""
         self._guard = InputGuard(self.settings.strict, self.settings.max_text_chars, redact)
         self._shared = RunSettings(
             emit=self._emitter.emit,
             on_close=self._forget,
+            checkpoint=self._checkpoint,
             guard=self._guard,
             prices=PriceTable.load(self.settings.price_table_file, prices),
             producer_id=uuid.uuid4().hex,
@@ -64,10 +77,12 @@ class Monitor:
             capture_reasoning=self.settings.capture_reasoning,
             capture_context=self.settings.capture_context,
             heartbeat_interval_s=self.settings.heartbeat_interval_s,
+            registry=registry or default_registry,
         )
         self._runs: set[AgentRun] = set()
+        self._recent: collections.OrderedDict[str, AgentRun] = collections.OrderedDict()
+        """Finished runs by task id, newest last: a ROLLBACK may come after the end."""
         self._runs_lock = threading.Lock()
-        self._seen_commands: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._started = False
         self._stop_beating = threading.Event()
         self._beater = threading.Thread(target=self._beat, name="trc-heartbeat", daemon=True)
@@ -92,6 +107,7 @@ class Monitor:
             self._stop_beating.set()
             self._beater.join(5)
             self._listener.close()
+            self._rollbacks.close()
             self._emitter.close()
             self._started = False
 
@@ -143,6 +159,12 @@ class Monitor:
             )
         with self._runs_lock:
             self._runs.add(run)
+        now = now_us()
+        for command in list(self._gate.standing.values()):
+            # A standing KILL or PAUSE also holds for runs that start after it.
+            expires_at = command.get("expires_at")
+            if run.matches(command) and (expires_at is None or expires_at > now):
+                run.apply(command)
         return run
 
     def _valid_agent_id(self, agent_id: str) -> str:
@@ -168,7 +190,7 @@ class Monitor:
         return dict(
             self._emitter.describe(),
             invalid_input=dict(self._guard.problems),
-            rejected_commands=self._listener.rejected,
+            rejected_commands=dict(self.rejected_commands, undecodable=self._listener.rejected),
         )
 
     def _beat(self) -> None:
@@ -188,17 +210,64 @@ class Monitor:
     def _forget(self, run: AgentRun) -> None:
         with self._runs_lock:
             self._runs.discard(run)
+            self._recent[run.task_id] = run
+            if len(self._recent) > _RECENT_RUNS:
+                self._recent.popitem(last=False)
 
-    def _apply_command(self, command: Record) -> None:
-        if command["command_id"] in self._seen_commands:
-            return  # idempotent by command_id
-        self._seen_commands[command["command_id"]] = None
-        if len(self._seen_commands) > _SEEN_COMMANDS:
-            self._seen_commands.popitem(last=False)
+    def _recent_runs(self, command: Record) -> list[AgentRun]:
+        with self._runs_lock:
+            return [run for run in self._recent.values() if run.matches(command)]
+
+    # -- control (on the listener's thread) --------------------------------------
+
+    def _receive(self, command: Record, live: bool) -> None:
+        reason = self._gate.rejection(command, now_us())
         with self._runs_lock:
             targets = [run for run in self._runs if run.matches(command)]
+        if reason is not None:
+            if not live and reason in ("expired", "replayed"):
+                return  # history: superseded or lapsed commands are not an attack
+            self.rejected_commands[reason] += 1
+            _log.warning(
+                "rejected %s %s for %s %s: %s",
+                command.get("kind"),
+                command.get("command_id"),
+                command.get("target_type"),
+                command.get("target_id"),
+                reason,
+            )
+            for run in targets:
+                run.reject(command, reason)
+            return
         for run in targets:
             _log.warning(
                 "%s %s (task %s): %s", command["kind"], run.agent_id, run.task_id, command["reason"]
             )
             run.apply(command)
+        if command["kind"] == "ROLLBACK":
+            self._rollbacks.submit(command, targets)
+
+    def _clear(self, key: str) -> None:
+        self._gate.clear(key)
+
+    def _checkpoint(self, run: AgentRun, command: Record) -> None:
+        with run._lock:
+            actions = [action.as_record() for action in run.actions]
+        self._emitter.emit_to(
+            "trc.Checkpoint",
+            CHECKPOINTS,
+            run.task_id,
+            {
+                "checkpoint_id": uuid.uuid4().hex,
+                "command_id": command["command_id"],
+                "command_kind": command["kind"],
+                "reason": command.get("reason") or "",
+                "agent_id": run.agent_id,
+                "task_id": run.task_id,
+                "correlation_id": run.correlation_id,
+                "last_step_index": run.step_index,
+                "last_action": run.last_action,
+                "actions": actions,
+                "created_at": now_us(),
+            },
+        )

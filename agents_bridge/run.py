@@ -15,10 +15,13 @@ from types import TracebackType
 from typing import Any
 
 from agents_bridge import propagation
+from agents_bridge.actions import ActionRegistry, ActionSpec
+from agents_bridge.actions import registry as default_registry
 from agents_bridge.clock import now_us
 from agents_bridge.codec import Record
 from agents_bridge.emitter import SKETCH_SOURCE
 from agents_bridge.pricing import PriceTable
+from agents_bridge.rollback import JournaledAction
 from agents_bridge.validation import InputGuard
 
 __all__ = ["AgentKilled", "AgentRun", "RunSettings", "ToolCall"]
@@ -39,6 +42,8 @@ class RunSettings:
 
     emit: Callable[[Record], None]
     on_close: Callable[[AgentRun], None]
+    checkpoint: Callable[[AgentRun, Record], None]
+    """Publishes a halted run's state for review."""
     guard: InputGuard
     prices: PriceTable
     producer_id: str
@@ -47,6 +52,7 @@ class RunSettings:
     capture_reasoning: bool = False
     capture_context: bool = False
     heartbeat_interval_s: float = 10.0
+    registry: ActionRegistry = default_registry
 
 
 class AgentRun:
@@ -78,13 +84,23 @@ class AgentRun:
         self.parent_agent_id = parent_agent_id
         self.parent_task_id = parent_task_id
         self.step_index = 0
+        self.last_action: str | None = None
         self._step_spend: list[float] = [0, 0, 0.0]  # prompt, completion tokens, USD
         self.kill_command: Record | None = None
+        """The KILL or ROLLBACK that halted this run."""
+        self.pause_command: Record | None = None
         self.kill_latency_ms: float | None = None
         """Command issued -> this run halted, once a KILL took effect."""
+        self.actions: list[JournaledAction] = []
+        """The action journal: every tool call, oldest first."""
+        self.finished = threading.Event()
         self._shared = shared
         self._lock = threading.Lock()
-        self._acked = False
+        self._changed = threading.Condition(threading.Lock())
+        """Guards the commands; notified when one arrives, so a paused run wakes up."""
+        self._acked: set[tuple[str, str]] = set()
+        self._halt_reported = False
+        self._in_flight: ToolCall | None = None
         self._task: asyncio.Task[Any] | None = None
         self._task_loop: asyncio.AbstractEventLoop | None = None
         self._context_token: contextvars.Token[propagation.RunContext | None] | None = None
@@ -137,6 +153,7 @@ class AgentRun:
         """
         self.check()
         self.step_index += 1
+        self.last_action = action
         self._step_spend = [0, 0, 0.0]
         guard = self._shared.guard
         self._event(
@@ -181,9 +198,18 @@ class AgentRun:
         duration_ms: float | None = None,
         status: str = "ok",
         retry_count: int = 0,
+        result: Any = None,
     ) -> None:
-        """Record one whole tool call in a single event (a kill boundary)."""
+        """Record one whole tool call in a single event (a kill boundary).
+
+        ``result`` is kept in this process for the tool's compensation on ROLLBACK.
+        """
         self.check()
+        fields = self._argument_fields(args)
+        action = self.journal(
+            self._shared.registry.spec(tool_name), args, fields.get("tool_args_hash")
+        )
+        action.result, action.status = result, status
         self._event(
             "tool_call",
             tool_name=tool_name,
@@ -191,7 +217,7 @@ class AgentRun:
             duration_ms=duration_ms,
             status=status,
             retry_count=self._shared.guard.count("retry_count", retry_count),
-            **self._argument_fields(args),
+            **fields,
         )
 
     def _argument_fields(self, args: Any) -> dict[str, Any]:
@@ -255,11 +281,32 @@ class AgentRun:
     def killed(self) -> bool:
         return self.kill_command is not None
 
+    @property
+    def paused(self) -> bool:
+        return self.pause_command is not None
+
     def check(self) -> None:
-        """Raise :class:`AgentKilled` if a KILL has arrived; acknowledges it once."""
+        """A step or tool boundary: raise :class:`AgentKilled` once halted; wait while paused.
+
+        Waiting blocks the calling thread; asyncio code that must not block its
+        event loop awaits :meth:`checkpoint` at its boundaries instead.
+        """
+        with self._changed:
+            while self.pause_command is not None and self.kill_command is None:
+                self._acknowledge(self.pause_command, "paused")
+                self._changed.wait()
+        self._raise_if_halted()
+
+    async def checkpoint(self) -> None:
+        """:meth:`check` for asyncio code: waits for RESUME without blocking the loop."""
+        if self.pause_command is not None and self.kill_command is None:
+            await asyncio.get_running_loop().run_in_executor(None, self.check)
+        self._raise_if_halted()
+
+    def _raise_if_halted(self) -> None:
         command = self.kill_command
         if command is not None:
-            self._acknowledge(command)
+            self._halted(command)
             raise AgentKilled(command)
 
     def matches(self, command: Record) -> bool:
@@ -274,35 +321,84 @@ class AgentRun:
         )
 
     def apply(self, command: Record) -> None:
-        """Called by the control listener's thread for a command addressed to this run."""
-        if command["kind"] != "KILL":
-            return  # PAUSE, RESUME and ROLLBACK arrive with the control plane
-        with self._lock:
-            if self.kill_command is not None:
-                return  # idempotent: the first kill wins
+        """Called by the control listener's thread for a command addressed to this run.
+
+        KILL and ROLLBACK halt the run (ROLLBACK's compensations run once it has
+        stopped); PAUSE takes effect at the next boundary; RESUME lifts it.
+        """
+        kind = command["kind"]
+        with self._changed:
+            if self.kill_command is not None or self.finished.is_set():
+                return  # the first halt wins; a finished run has nothing to stop
+            if kind == "PAUSE":
+                self.pause_command = command
+                return
+            if kind == "RESUME":
+                paused, self.pause_command = self.pause_command, None
+                self._changed.notify_all()
+                if paused is not None:
+                    self._acknowledge(command, "resumed")
+                return
             self.kill_command = command
+            self._changed.notify_all()
             task, loop = self._task, self._task_loop
-        if task is not None and loop is not None:
+            # A call in flight that must not be torn finishes first (registry: on_kill).
+            defer = self._in_flight is not None and self._in_flight.spec.on_kill == "finish"
+        if task is not None and loop is not None and not defer:
+            loop.call_soon_threadsafe(self._cancel_bound_task, task, command)
+
+    def _tool_finished(self) -> None:
+        with self._changed:
+            self._in_flight = None
+            command, task, loop = self.kill_command, self._task, self._task_loop
+        if command is not None and task is not None and loop is not None:
             loop.call_soon_threadsafe(self._cancel_bound_task, task, command)
 
     def _cancel_bound_task(self, task: asyncio.Task[Any], command: Record) -> None:
         if not task.done():
-            task.cancel(f"killed by command {command['command_id']}")
-        self._acknowledge(command)
+            task.cancel(f"halted by command {command['command_id']}")
+        self._halted(command)
 
-    def _acknowledge(self, command: Record) -> None:
+    def _halted(self, command: Record) -> None:
+        """Once per run: checkpoint the task for review, then acknowledge the halt."""
         with self._lock:
-            if self._acked:
+            if self._halt_reported:
                 return
-            self._acked = True
+            self._halt_reported = True
+        self._shared.checkpoint(self, command)
+        self._acknowledge(command, "killed" if command["kind"] == "KILL" else "halted")
+
+    def _acknowledge(self, command: Record, status: str) -> None:
+        with self._lock:
+            if (command["command_id"], status) in self._acked:
+                return
+            self._acked.add((command["command_id"], status))
         latency_ms = (time.time_ns() // 1000 - command["issued_at"]) / 1000.0
-        self.kill_latency_ms = latency_ms
+        if command["kind"] == "KILL":
+            self.kill_latency_ms = latency_ms
         self._event(
             "control_ack",
-            status="killed",
+            action=command["kind"],
+            status=status,
             command_id=command["command_id"],
             control_latency_ms=latency_ms,
         )
+
+    def reject(self, command: Record, reason: str) -> None:
+        """Report a command addressed to this run that was refused (forged, expired...)."""
+        self._event(
+            "command_rejected",
+            action=command.get("kind"),
+            status=reason,
+            command_id=command.get("command_id"),
+        )
+
+    def journal(self, spec: ActionSpec, args: Any, args_hash: str | None) -> JournaledAction:
+        """Record a tool call for checkpoints and rollback (in this process only)."""
+        action = JournaledAction(spec, args, self.step_index, args_hash)
+        with self._lock:
+            self.actions.append(action)
+        return action
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -317,7 +413,7 @@ class AgentRun:
             propagation.leave(self._context_token)
             self._context_token = None
         if self.kill_command is not None:
-            self._acknowledge(self.kill_command)
+            self._halted(self.kill_command)
             status = "killed"
         elif exc is not None:
             status = "error"
@@ -326,6 +422,7 @@ class AgentRun:
         self._event(
             "task_end", status=status, error_type=type(exc).__name__ if exc is not None else None
         )
+        self.finished.set()
         self._shared.on_close(self)
 
     def __enter__(self) -> AgentRun:
@@ -375,6 +472,8 @@ class ToolCall:
         self._args = args
         self._invoked_at: float | None = None
         self._stages: set[str] = set()
+        self.spec = run._shared.registry.spec(tool_name)
+        self._action: JournaledAction | None = None
         self._stage("selected")
 
     def _stage(self, stage: str, **fields: Any) -> None:
@@ -388,12 +487,18 @@ class ToolCall:
 
     def invoked(self, *, retry_count: int = 0) -> None:
         """The function is called now (a kill boundary: a killed run never invokes)."""
-        self._run.check()
+        run = self._run
+        run.check()
+        fields = run._argument_fields(self._args)
+        with run._changed:
+            run._in_flight = self
+        if self._action is None:  # a retry is the same journaled action
+            self._action = run.journal(self.spec, self._args, fields.get("tool_args_hash"))
         self._invoked_at = time.perf_counter()
         self._stage(
             "invoked",
-            retry_count=self._run._shared.guard.count("retry_count", retry_count),
-            **self._run._argument_fields(self._args),
+            retry_count=run._shared.guard.count("retry_count", retry_count),
+            **fields,
         )
 
     def response_received(
@@ -402,7 +507,14 @@ class ToolCall:
         status: str = "ok",
         output_summary: str | None = None,
         error: BaseException | None = None,
+        result: Any = None,
     ) -> None:
+        """The call returned; ``result`` stays in this process for a compensation."""
+        if self._action is not None:
+            self._action.result = result
+            self._action.status = "error" if error is not None or status != "ok" else "ok"
+        if self._run._in_flight is self:
+            self._run._tool_finished()
         duration = (time.perf_counter() - self._invoked_at) * 1000 if self._invoked_at else None
         self._stage(
             "response_received",

@@ -8,10 +8,11 @@ which work against the embedded broker on loopback.
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,9 +20,14 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-__all__ = ["Settings", "SettingsError", "load_settings"]
+__all__ = ["DEV_API_TOKEN", "DEV_SIGNING_KEYS", "Settings", "SettingsError", "load_settings"]
 
 _ENV_PREFIX = "TRC_"
+
+DEV_SIGNING_KEYS = "dev:trc-development-signing-key"
+"""Works out of the box on a laptop; refused when ``production`` is on."""
+DEV_API_TOKEN = "trc-development-token"
+"""The command API's bearer token when none is set; refused when ``production`` is on."""
 
 
 class SettingsError(ValueError):
@@ -104,6 +110,73 @@ class Settings(BaseSettings):
         10.0, ge=0, description="How long Monitor.start() waits for trc.control to be readable."
     )
     replication_factor: int = Field(1, ge=1, description="Replication of topics created here.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = Field(
+        None, description="CA bundle that signed the brokers' certificates."
+    )
+    ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS.")
+    ssl_keyfile: Path | None = Field(None, description="Client key for mutual TLS.")
+
+    # Control plane
+    production: bool = Field(
+        False, description="Refuse the development signing key and API token; set both."
+    )
+    signing_keys: SecretStr = Field(
+        SecretStr(DEV_SIGNING_KEYS),
+        description="'key_id:secret[,key_id:secret...]': the first signs, all verify (rotation).",
+    )
+    api_token: SecretStr = Field(
+        SecretStr(DEV_API_TOKEN), description="Bearer token of the command API."
+    )
+    command_history_scan_s: float = Field(
+        10.0,
+        gt=0,
+        description="How long a starting monitor may read trc.control for standing commands.",
+    )
+
+    @model_validator(mode="after")
+    def _production_has_secrets(self) -> Settings:
+        if self.production:
+            if self.signing_keys.get_secret_value() == DEV_SIGNING_KEYS:
+                raise ValueError(
+                    "signing_keys: production mode needs TRC_SIGNING_KEYS='key_id:secret' "
+                    "(the development key is public)"
+                )
+            if self.api_token.get_secret_value() == DEV_API_TOKEN:
+                raise ValueError(
+                    "api_token: production mode needs TRC_API_TOKEN (no default token)"
+                )
+        if self.security_protocol.startswith("SASL_") and not (
+            self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(
+                f"sasl_username: security_protocol {self.security_protocol} needs "
+                "TRC_SASL_USERNAME and TRC_SASL_PASSWORD"
+            )
+        return self
+
+    def kafka_security(self) -> dict[str, Any]:
+        """Keyword arguments for every aiokafka client: TLS and SASL as configured."""
+        options: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            context = ssl.create_default_context(
+                cafile=str(self.ssl_cafile) if self.ssl_cafile else None
+            )
+            if self.ssl_certfile:
+                context.load_cert_chain(
+                    str(self.ssl_certfile), str(self.ssl_keyfile) if self.ssl_keyfile else None
+                )
+            options["ssl_context"] = context
+        if self.security_protocol.startswith("SASL_"):
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_username
+            options["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        return options
 
     @classmethod
     def settings_customise_sources(
@@ -134,6 +207,9 @@ def load_settings(**overrides: Any) -> Settings:
         problems = []
         for error in exc.errors():
             key = ".".join(str(part) for part in error["loc"])
+            if not key:  # a rule across fields: its message names the key
+                problems.append(error["msg"].removeprefix("Value error, "))
+                continue
             field = Settings.model_fields.get(key)
             hint = f" ({field.description})" if field and field.description else ""
             problems.append(

@@ -6,8 +6,11 @@ import re
 
 __all__ = [
     "ANOMALIES",
+    "AUDIT",
+    "CHECKPOINTS",
     "CONTROL",
     "DEAD_LETTER",
+    "ESCALATIONS",
     "EVENTS_PATTERN",
     "EVENTS_PREFIX",
     "events_topic",
@@ -16,6 +19,12 @@ __all__ = [
 CONTROL = "trc.control"
 ANOMALIES = "trc.anomalies"
 DEAD_LETTER = "trc.deadletter"
+CHECKPOINTS = "trc.checkpoints"
+"""Halted tasks' state (last step, action journal), for human review."""
+ESCALATIONS = "trc.escalations"
+"""Actions a rollback could not undo, for a human."""
+AUDIT = "trc.audit"
+"""Every command issued, acknowledged or rejected: the control audit trail."""
 EVENTS_PREFIX = "trc.events."
 EVENTS_PATTERN = re.compile(r"^trc\.events\.[A-Za-z0-9._-]+$")
 

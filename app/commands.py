@@ -1,59 +1,92 @@
-"""Control commands: built from policy decisions, sent on a dedicated producer."""
+"""Control commands: built, signed and sent on a dedicated producer, with an audit trail."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 
 from aiokafka import AIOKafkaProducer
 
 from agents_bridge.clock import now_us
 from agents_bridge.codec import Record, codec
-from agents_bridge.topics import CONTROL
+from agents_bridge.command_gate import KINDS, TARGET_TYPES, target_key
+from agents_bridge.settings import Settings
+from agents_bridge.signing import CommandSigner
+from agents_bridge.topics import AUDIT, CONTROL
 
-__all__ = ["CommandPublisher", "command_key", "kill_command"]
+__all__ = ["CommandPublisher", "audit_record", "command_key", "new_command"]
+
+_log = logging.getLogger(__name__)
 
 _COMMAND = "trc.ControlCommand"
+_AUDIT = "trc.AuditRecord"
 
 
-def kill_command(
-    target_type: str, target_id: str, reason: str, *, issuer: str, anomaly_id: str | None = None
+def new_command(
+    kind: str,
+    target_type: str,
+    target_id: str,
+    reason: str,
+    *,
+    issuer: str,
+    anomaly_id: str | None = None,
+    expires_at: int | None = None,
 ) -> Record:
-    """A KILL ControlCommand with a fresh idempotency id."""
+    """An unsigned ControlCommand with a fresh idempotency id; ValueError names bad input."""
+    if kind not in KINDS:
+        raise ValueError(f"kind {kind!r} must be one of {', '.join(KINDS)}")
+    if target_type not in TARGET_TYPES:
+        raise ValueError(f"target_type {target_type!r} must be one of {', '.join(TARGET_TYPES)}")
+    if target_type == "all":
+        target_id = "*"
+    elif not target_id:
+        raise ValueError(f"a {target_type} command needs the {target_type} id")
     return {
         "command_id": uuid.uuid4().hex,
-        "kind": "KILL",
+        "kind": kind,
         "target_type": target_type,
         "target_id": target_id,
         "reason": reason,
         "issuer": issuer,
         "issued_at": now_us(),
-        "expires_at": None,
+        "expires_at": expires_at,
         "anomaly_id": anomaly_id,
+        "key_id": None,
+        "signature": None,
     }
 
 
 def command_key(command: Record) -> bytes:
     """Compaction key: the target, so the latest command per target survives."""
-    return f"{command['target_type']}:{command['target_id']}".encode()
+    return target_key(command["target_type"], command["target_id"]).encode()
+
+
+def audit_record(entry: str, **fields: object) -> Record:
+    """One line of the audit trail (``issued``, ``cleared``, ``ack``, ``rejected``)."""
+    return {"record_id": uuid.uuid4().hex, "entry": entry, "at": now_us(), **fields}
 
 
 class CommandPublisher:
-    """Sends commands on ``trc.control`` with its own producer and connection.
+    """Signs and sends commands on ``trc.control`` with its own producer and connection.
 
-    The kill path never waits behind the event traffic of the worker's main producer.
+    The kill path never waits behind the event traffic of the worker's main
+    producer. Each command and each tombstone is also written to ``trc.audit``.
     """
 
-    def __init__(self, bootstrap_servers: str, client_id: str) -> None:
-        self._bootstrap_servers = bootstrap_servers
+    def __init__(self, settings: Settings, client_id: str) -> None:
+        self._settings = settings
         self._client_id = client_id
+        self._signer = CommandSigner(settings.signing_keys.get_secret_value())
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self._bootstrap_servers,
+            bootstrap_servers=self._settings.bootstrap_servers,
             acks="all",
             linger_ms=0,
             client_id=self._client_id,
+            **self._settings.kafka_security(),
         )
         await self._producer.start()
 
@@ -62,10 +95,58 @@ class CommandPublisher:
             await self._producer.stop()
             self._producer = None
 
-    async def publish(self, command: Record) -> None:
-        """Send and wait for the broker's acknowledgement."""
+    def _started(self) -> AIOKafkaProducer:
         if self._producer is None:
-            raise RuntimeError("CommandPublisher.publish() before start()")
-        await self._producer.send_and_wait(
-            CONTROL, codec.encode(_COMMAND, command), key=command_key(command)
+            raise RuntimeError("CommandPublisher used before start()")
+        return self._producer
+
+    async def publish(self, command: Record) -> Record:
+        """Sign, send and wait for the broker's acknowledgement; returns what was sent."""
+        signed = self._signer.sign(command)
+        await self._started().send_and_wait(
+            CONTROL, codec.encode(_COMMAND, signed), key=command_key(signed)
         )
+        # Not awaited: the kill is out; the audit line must not delay what follows.
+        await self._audit_soon(
+            audit_record(
+                "issued",
+                command_id=signed["command_id"],
+                kind=signed["kind"],
+                target_type=signed["target_type"],
+                target_id=signed["target_id"],
+                issuer=signed["issuer"],
+                reason=signed["reason"],
+            )
+        )
+        return signed
+
+    async def clear(self, target_type: str, target_id: str, *, issuer: str, reason: str) -> None:
+        """Send a tombstone: nothing stands for the target any more."""
+        key = target_key(target_type, target_id)
+        await self._started().send_and_wait(CONTROL, None, key=key.encode())
+        await self.audit(
+            audit_record(
+                "cleared",
+                target_type=target_type,
+                target_id=target_id,
+                issuer=issuer,
+                reason=reason,
+            )
+        )
+
+    async def _audit_soon(self, record: Record) -> None:
+        sent = await self._started().send(
+            AUDIT, codec.encode(_AUDIT, record), key=(record.get("command_id") or "").encode()
+        )
+        sent.add_done_callback(_log_failure)
+
+    async def audit(self, record: Record) -> None:
+        """Append ``record`` to the audit trail (a failed send raises: the caller reports it)."""
+        await self._started().send_and_wait(
+            AUDIT, codec.encode(_AUDIT, record), key=(record.get("command_id") or "").encode()
+        )
+
+
+def _log_failure(sent: asyncio.Future[object]) -> None:
+    if not sent.cancelled() and sent.exception() is not None:
+        _log.error("an audit record was not written: %s", sent.exception())

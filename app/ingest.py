@@ -103,9 +103,12 @@ class AgentTopicIngest:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            **settings.kafka_security(),
         )
         # Discovery reads whole-cluster metadata on its own client connection.
-        self._metadata = AIOKafkaClient(bootstrap_servers=settings.bootstrap_servers)
+        self._metadata = AIOKafkaClient(
+            bootstrap_servers=settings.bootstrap_servers, **settings.kafka_security()
+        )
         await self._metadata.bootstrap()
         await self._consumer.start()
         try:
@@ -138,6 +141,13 @@ class AgentTopicIngest:
             await self._commit()
             await self._consumer.stop()
             await self._metadata.close()
+
+    async def topic_exists(self, topic: str) -> bool:
+        """Whether ``topic`` exists in the cluster (fresh metadata, any worker's shard)."""
+        if topic in self._topics:
+            return True
+        cluster = await self._metadata.fetch_all_metadata()
+        return topic in cluster.topics()
 
     async def _discover(self) -> None:
         cluster = await self._metadata.fetch_all_metadata()

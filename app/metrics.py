@@ -28,6 +28,13 @@ class Metrics:
         self.commands_issued = Counter(
             "trc_commands_issued", "Control commands issued.", ["kind"], registry=self.registry
         )
+        self.command_rejections = Counter(
+            "trc_command_rejections",
+            "Commands refused: by the command API (unauthorized, bad_request, unknown_target, "
+            "broker_unavailable) or by agents (unsigned, unknown_key, forged, expired, replayed).",
+            ["reason"],
+            registry=self.registry,
+        )
         self.dead_letters = Counter(
             "trc_dead_letters",
             "Records sent to the dead-letter topic.",

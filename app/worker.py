@@ -22,8 +22,9 @@ from faust.web import Request, Response, View
 from agents_bridge.clock import now_us
 from agents_bridge.codec import codec
 from agents_bridge.settings import Settings
-from agents_bridge.topics import ANOMALIES, DEAD_LETTER
-from app.commands import CommandPublisher, kill_command
+from agents_bridge.topics import ANOMALIES, DEAD_LETTER, events_topic
+from app.commands import CommandPublisher, audit_record, new_command
+from app.control_api import ControlApi
 from app.detectors.latency import ToolBaseline
 from app.engine import (
     AgentState,
@@ -36,6 +37,7 @@ from app.engine import (
 )
 from app.ingest import AgentTopicIngest
 from app.metrics import Metrics
+from app.operator_api import OperatorSurface
 from app.policy import PolicyStore
 from app.state_table import StateTable
 from app.topic_specs import ensure_topics, owned_topics
@@ -48,6 +50,10 @@ _log = logging.getLogger(__name__)
 _BATCH = "trc.EventBatch"
 _MAX_BATCH_BYTES = 256 * 1024
 """Well under the 1 MiB default record limit of producers and brokers."""
+
+
+_CONTROL_OUTCOMES = {"control_ack": "ack", "command_rejected": "rejected"}
+"""Agent events that belong in the control audit trail, and their audit entry."""
 
 
 def _chunks(values: list[bytes], max_bytes: int) -> list[list[bytes]]:
@@ -67,12 +73,27 @@ def _chunks(values: list[bytes], max_bytes: int) -> list[list[bytes]]:
 _AGENT_STREAM_TYPES = frozenset({"heartbeat", "llm_call", "task_start", "task_end"})
 
 
+def _broker_credentials(settings: Settings) -> Any:
+    """TLS and SASL for Faust's own clients, from the same settings as every other client."""
+    security = settings.kafka_security()
+    context = security.get("ssl_context")
+    if settings.security_protocol.startswith("SASL_"):
+        return faust.SASLCredentials(
+            username=security["sasl_plain_username"],
+            password=security["sasl_plain_password"],
+            mechanism=settings.sasl_mechanism,
+            ssl_context=context,
+        )
+    return faust.SSLCredentials(context) if context is not None else None
+
+
 def create_app(settings: Settings) -> faust.App:
     """Build the Faust app for ``settings``; each app id is its own consumer group."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=[f"{SCHEME}://{server}" for server in settings.bootstrap_servers.split(",")],
+        broker_credentials=_broker_credentials(settings),
         store=settings.table_store,
         datadir=str(settings.data_dir),
         web_host=settings.web_host,
@@ -109,7 +130,8 @@ def create_app(settings: Settings) -> faust.App:
     chains = StateTable(app, f"{prefix}-chains", ChainState, partitions)
     tools = StateTable(app, f"{prefix}-tools", ToolBaseline, partitions)
     agents = StateTable(app, f"{prefix}-agents", AgentState, partitions)
-    commands = CommandPublisher(settings.bootstrap_servers, client_id=f"{settings.app_id}-control")
+    operator = OperatorSurface(app, settings)  # fleet + trace tables, live stream, dashboard
+    commands = CommandPublisher(settings, client_id=f"{settings.app_id}-control")
     state: dict[str, Any] = {"ingest": None, "assigned": False, "shards": None}
 
     async def forward(batch: list[tuple[dict[str, Any], bytes]]) -> list[Any]:
@@ -154,7 +176,8 @@ def create_app(settings: Settings) -> faust.App:
         anomaly_id = uuid.uuid4().hex
         command_id = None
         if decision.kill:  # the kill goes first: it is what the agent is waiting for
-            command = kill_command(
+            command = new_command(
+                "KILL",
                 decision.target_type,
                 decision.target_id,
                 decision.reason,
@@ -191,6 +214,7 @@ def create_app(settings: Settings) -> faust.App:
         await anomalies.send(
             key=finding.correlation_id.encode(), value=codec.encode("trc.Anomaly", record)
         )
+        operator.on_anomaly(record)
         if finding.level == "breach":
             _log.warning(
                 "%s %s on %s/%s: %s",
@@ -239,6 +263,7 @@ def create_app(settings: Settings) -> faust.App:
 
     async def on_chain_event(event: dict[str, Any]) -> None:
         metrics.events_processed.inc()
+        operator.observe(event)
         policy = policies.current().for_agent_type(event.get("agent_type"))
         tool_key = event.get("tool_name") or ""
         old_chain = chains.get(event["correlation_id"])
@@ -255,16 +280,43 @@ def create_app(settings: Settings) -> faust.App:
             await respond(outcome)
 
     async def on_agent_event(event: dict[str, Any]) -> None:
+        if event["event_type"] in _CONTROL_OUTCOMES:
+            await audit_control_outcome(event)
         policy = policies.current().for_agent_type(event.get("agent_type"))
         agent, outcomes = process_agent_event(agents.get(event["agent_id"]), event, policy)
         agents.stage(event["agent_id"], agent)
         for outcome in outcomes:
             await respond(outcome)
 
+    async def audit_control_outcome(event: dict[str, Any]) -> None:
+        entry = _CONTROL_OUTCOMES[event["event_type"]]
+        if entry == "rejected":
+            metrics.command_rejections.labels(reason=event.get("status") or "unknown").inc()
+        await commands.audit(
+            audit_record(
+                entry,
+                command_id=event.get("command_id"),
+                kind=event.get("action"),
+                agent_id=event["agent_id"],
+                task_id=event["task_id"],
+                status=event.get("status"),
+                latency_ms=event.get("control_latency_ms"),
+            )
+        )
+
+    async def known_target(target_type: str, target_id: str) -> bool:
+        if target_type == "agent":
+            ingest = state["ingest"]
+            return ingest is not None and await ingest.topic_exists(events_topic(target_id))
+        if target_type == "task":
+            return target_id in tasks.table
+        return target_type == "chain" and target_id in chains.table
+
     @app.agent(by_chain)
     async def detect_by_chain(stream: Any) -> None:
         async for batch in stream:
             await each_event(batch, by_chain, on_chain_event, tasks, chains, tools)
+            operator.commit()
 
     @app.agent(by_agent)
     async def detect_by_agent(stream: Any) -> None:
@@ -291,11 +343,7 @@ def create_app(settings: Settings) -> faust.App:
             _log.exception("silence check failed; trying again in 1 s")
 
     async def run_ingest() -> None:
-        await ensure_topics(
-            settings.bootstrap_servers,
-            owned_topics(settings.partitions),
-            settings.replication_factor,
-        )
+        await ensure_topics(settings, owned_topics(settings.partitions))
         await commands.start()
         ingest = AgentTopicIngest(settings, forward, dead_letter, metrics.agent_topics.set)
         if state["shards"] is not None:
@@ -315,6 +363,7 @@ def create_app(settings: Settings) -> faust.App:
     async def on_rebalanced(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         for states in (tasks, chains, tools, agents):
             states.forget()
+        operator.forget()
         state["shards"] = owned_shards()
         if state["ingest"] is not None:
             state["ingest"].own(state["shards"])
@@ -342,4 +391,6 @@ def create_app(settings: Settings) -> faust.App:
     app.page("/metrics")(MetricsView)
     app.page("/healthz")(HealthView)
     app.page("/readyz")(ReadyView)
+    operator.register(app)
+    ControlApi(settings, commands, metrics, known_target).register(app)
     return app

@@ -22,10 +22,12 @@ class Recorder:
 
     def __init__(self, strict: bool = False, **options: Any) -> None:
         self.events: list[dict[str, Any]] = []
+        self.checkpoints: list[tuple[AgentRun, dict[str, Any]]] = []
         self.guard = InputGuard(strict, max_text_chars=50, redact=options.pop("redact", None))
         self.shared = RunSettings(
             emit=self.events.append,
             on_close=lambda run: None,
+            checkpoint=lambda run, command: self.checkpoints.append((run, command)),
             guard=self.guard,
             prices=PriceTable.load(None, {"tiny-model": (1.0, 2.0)}),
             producer_id="p1",

@@ -9,7 +9,7 @@ import pytest
 from agents_bridge.codec import codec
 from agents_bridge.settings import SettingsError, load_settings
 from agents_bridge.topics import EVENTS_PATTERN, events_topic
-from app.commands import command_key, kill_command
+from app.commands import command_key, new_command
 
 
 class TestSettings:
@@ -67,11 +67,11 @@ class TestTopicsAndCommands:
         with pytest.raises(ValueError, match="letters, digits"):
             events_topic("bad id/with slash")
 
-    def test_kill_commands_are_keyed_by_target_and_encodable(self) -> None:
-        command = kill_command("task", "t-9", "loop", issuer="trc/reasoning_loop", anomaly_id="x")
+    def test_commands_are_keyed_by_target_and_encodable(self) -> None:
+        command = new_command("KILL", "task", "t-9", "loop", issuer="trc/loop", anomaly_id="x")
         assert command_key(command) == b"task:t-9"
         assert command["kind"] == "KILL" and command["issued_at"] > 0
-        other = kill_command("task", "t-9", "loop", issuer="trc/reasoning_loop")
+        other = new_command("KILL", "task", "t-9", "loop", issuer="trc/loop")
         assert other["command_id"] != command["command_id"], "each command is its own id"
         _, decoded = codec.decode(codec.encode("trc.ControlCommand", command))
         assert decoded == command

@@ -143,6 +143,35 @@ class TestSingleObjectEncoding:
         assert {k: decoded[k] for k in event} == event
 
 
+_V1_RECORDS: dict[str, tuple[dict[str, Any], str]] = {
+    EVENT: ({k: v for k, v in an_event().items() if k != "attributes"}, "event_id"),
+    "trc.Anomaly": (
+        {
+            "anomaly_id": "x",
+            "detector": "d",
+            "category": "c",
+            "severity": "s",
+            "agent_id": "a",
+            "task_id": "t",
+            "correlation_id": "c",
+            "detected_at": 1,
+        },
+        "anomaly_id",
+    ),
+    "trc.ControlCommand": (
+        {
+            "command_id": "k",
+            "kind": "KILL",
+            "target_type": "task",
+            "target_id": "t",
+            "issued_at": 1,
+        },
+        "command_id",
+    ),
+}
+"""A record each historical schema (``schemas/history/*.v1``) could write."""
+
+
 class TestEvolution:
     def test_new_readers_read_records_of_every_earlier_schema(self, tmp_path: Path) -> None:
         for old in sorted((SCHEMAS / "history").glob("*.avsc")):
@@ -150,27 +179,9 @@ class TestEvolution:
             name = (
                 json.loads(old.read_text())["namespace"] + "." + json.loads(old.read_text())["name"]
             )
-            record = (
-                an_event()
-                if name == EVENT
-                else {
-                    "anomaly_id": "x",
-                    "detector": "d",
-                    "category": "c",
-                    "severity": "s",
-                    "agent_id": "a",
-                    "task_id": "t",
-                    "correlation_id": "c",
-                    "detected_at": 1,
-                }
-            )
-            if name == EVENT:
-                record.pop("attributes")  # v1 had no attributes
+            record, id_field = _V1_RECORDS[name]
             _, decoded = codec.decode(writer.encode(name, record))
-            assert (
-                decoded["event_id" if name == EVENT else "anomaly_id"]
-                == record["event_id" if name == EVENT else "anomaly_id"]
-            )
+            assert decoded[id_field] == record[id_field], old.name
 
     def test_old_readers_read_new_records_once_they_know_the_schema(self, tmp_path: Path) -> None:
         old = Codec(

@@ -1,0 +1,513 @@
+"""The operator surface of a worker: fleet and trace stores, the live stream, the web views.
+
+The worker calls :meth:`OperatorSurface.observe` for every event of the
+re-keyed stream (keyed by correlation id), :meth:`OperatorSurface.commit`
+after every batch, and :meth:`OperatorSurface.on_anomaly` for every finding it
+publishes. Three changelog-backed tables hold the state, all written from the
+stream keyed by correlation id, so a chain's records live in that chain's
+partition and a restarted worker recovers them:
+
+* ``<app_id>-fleet-tasks``: task id -> :class:`app.fleet.TaskView`;
+* ``<app_id>-trace-heads``: correlation id -> :class:`app.trace.TraceHead`;
+* ``<app_id>-trace-chunks``: ``<correlation id>#<n>`` -> up to 100 compact steps.
+
+Bounds: :data:`TRACE_MAX_EVENTS` per chain (the oldest chunks go first), and
+chains and tasks idle for :data:`RETENTION_S` are deleted by a sweep that
+runs in the stream (tables can only be written there).
+
+Web views (JSON unless said otherwise):
+
+=============================  ==============================================
+``/``                          the live dashboard (``app/dashboard/``)
+``/dashboard/{name}``          its script and stylesheet
+``/api/fleet``                 one row per agent
+``/api/tasks``                 tasks; ``?agent=&chain=&state=&limit=``
+``/api/trace/{correlation}``   the causal tree of a chain, root cause marked
+``/api/status``                what this worker holds and serves
+``/api/stream``                server-sent events: ``fleet``, ``agent``,
+                               ``event``, ``anomaly``; ``?agent=&task=&chain=``
+=============================  ==============================================
+
+One worker serves what its partitions hold; with several workers, ask each
+(or run the dashboard against one worker per deployment).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import faust
+from aiohttp import web
+from faust.web import Request, Response, View
+
+from agents_bridge.clock import now_us
+from agents_bridge.settings import Settings
+from app.fleet import AgentRow, TaskView, agent_rows, apply_event, task_state
+from app.trace import TraceHead, add_finding, append_step, build_trace, compact, expired
+
+__all__ = ["RETENTION_S", "TRACE_MAX_EVENTS", "OperatorSurface"]
+
+_log = logging.getLogger(__name__)
+
+RETENTION_S = 24 * 3600.0
+"""Chains and tasks idle this long are deleted (to become the setting TRC_TRACE_RETENTION_S)."""
+TRACE_MAX_EVENTS = 10_000
+"""Events kept per chain (to become the setting TRC_TRACE_MAX_EVENTS)."""
+_SWEEP_EVERY_S = 30.0
+_SUBSCRIBER_QUEUE = 2000
+"""Messages a slow browser may lag behind before it misses some (counted, never blocking)."""
+_FLEET_PUSH_EVERY_S = 2.0
+"""A fleet snapshot this often: silence and tokens per minute change without events."""
+_KEEPALIVE_S = 15.0
+_DASHBOARD = Path(__file__).resolve().parent / "dashboard"
+_STATIC = {"app.js": "application/javascript", "app.css": "text/css"}
+
+
+class _JsonTable:
+    """A Faust table of JSON values with a parse cache and one write per key per batch."""
+
+    def __init__(self, app: faust.App, name: str, partitions: int) -> None:
+        self.table: Any = app.Table(
+            name,
+            default=None,
+            partitions=partitions,
+            schema=faust.Schema(
+                key_type=str, value_type=bytes, key_serializer="json", value_serializer="raw"
+            ),
+        )
+        self._cache: OrderedDict[str, Any] = OrderedDict()
+        self._dirty: dict[str, Any] = {}
+        self._deleted: set[str] = set()
+
+    @staticmethod
+    def _parse(raw: Any) -> Any:
+        # Values we wrote are JSON bytes; values recovered from the changelog arrive
+        # already parsed by Faust's JSON codec.
+        return json.loads(raw) if isinstance(raw, bytes | str) else raw
+
+    def get(self, key: str) -> Any:
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        if key in self._deleted:
+            return None
+        raw = self.table.get(key)
+        value = None if raw is None else self._parse(raw)
+        if value is not None:
+            self._remember(key, value)
+        return value
+
+    def stage(self, key: str, value: Any) -> None:
+        self._deleted.discard(key)
+        self._remember(key, value)
+        self._dirty[key] = value
+
+    def delete(self, key: str) -> None:
+        self._cache.pop(key, None)
+        self._dirty.pop(key, None)
+        self._deleted.add(key)
+
+    def commit(self) -> None:
+        """Write staged values and deletions; only from stream iteration."""
+        dirty, self._dirty = self._dirty, {}
+        deleted, self._deleted = self._deleted, set()
+        for key, value in dirty.items():
+            self.table[key] = json.dumps(value, separators=(",", ":")).encode()
+        for key in deleted:
+            if key in self.table:
+                del self.table[key]
+
+    def items(self) -> Iterator[tuple[str, Any]]:
+        for key, raw in list(self.table.items()):
+            if key in self._deleted:
+                continue
+            yield key, self._dirty.get(key, self._cache.get(key)) or self._parse(raw)
+
+    def forget(self) -> None:
+        self._cache.clear()
+        self._dirty.clear()
+        self._deleted.clear()
+
+    def _remember(self, key: str, value: Any) -> None:
+        self._cache[key] = value
+        self._cache.move_to_end(key)
+        if len(self._cache) > 20_000:
+            self._cache.popitem(last=False)
+
+
+class _Subscriber:
+    def __init__(self, agent: str | None, task: str | None, chain: str | None) -> None:
+        self.queue: asyncio.Queue[tuple[str, dict[str, Any] | list[Any]]] = asyncio.Queue(
+            _SUBSCRIBER_QUEUE
+        )
+        self.agent, self.task, self.chain = agent, task, chain
+        self.missed = 0
+
+    def wants(self, agent: str | None, task: str | None, chain: str | None) -> bool:
+        return (
+            (self.agent is None or agent == self.agent)
+            and (self.task is None or task == self.task)
+            and (self.chain is None or chain == self.chain)
+        )
+
+    def put(self, kind: str, data: dict[str, Any] | list[Any]) -> None:
+        try:
+            self.queue.put_nowait((kind, data))
+        except asyncio.QueueFull:
+            self.missed += 1  # never block the stream for a slow browser
+
+
+class OperatorSurface:
+    """Fleet and trace state of one worker, the live stream and the operator's web views."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        prefix, partitions = settings.app_id, settings.partitions
+        self.settings = settings
+        self._source_topic = f"{prefix}-events-by-chain"
+        self.tasks = _JsonTable(app, f"{prefix}-fleet-tasks", partitions)
+        self.heads = _JsonTable(app, f"{prefix}-trace-heads", partitions)
+        self.chunks = _JsonTable(app, f"{prefix}-trace-chunks", partitions)
+        self._subscribers: set[_Subscriber] = set()
+        self._dirty_agents: set[str] = set()
+        self._agent_tasks: dict[str, set[str]] = {}
+        self._pushed: dict[str, dict[str, Any]] = {}
+        self._last_sweep = time.monotonic()
+        self.started_at = time.time()
+        self.events_observed = 0
+
+    # -- the stream's side ----------------------------------------------------------------
+
+    @staticmethod
+    def _partition() -> int:
+        event = faust.current_event()
+        return int(event.message.partition) if event is not None else -1
+
+    def _in_chain_stream(self) -> bool:
+        event = faust.current_event()
+        return event is not None and event.message.topic == self._source_topic
+
+    def observe(self, event: dict[str, Any]) -> None:
+        """Fold one event of the re-keyed stream into the fleet and trace stores."""
+        try:
+            self._observe(event)
+        except Exception:  # the operator's view must never cost the detectors an event
+            _log.exception("operator view: event %s not recorded", event.get("event_id"))
+
+    def _observe(self, event: dict[str, Any]) -> None:
+        self.events_observed += 1
+        partition = self._partition()
+        task_id = event["task_id"]
+        old = self.tasks.get(task_id)
+        view = apply_event(
+            TaskView.model_validate(old) if old is not None else None, event, partition
+        )
+        self.tasks.stage(task_id, view.model_dump(mode="json"))
+        self._agent_tasks.setdefault(view.agent_id, set()).add(task_id)
+        step = compact(event)
+        if step is not None:
+            self._append(event["correlation_id"], step, partition)
+        if self._subscribers:
+            self._dirty_agents.add(view.agent_id)
+            if step is not None:
+                message = {**step, "chain": event["correlation_id"]}
+                for subscriber in self._subscribers:
+                    if subscriber.wants(step["agent"], step["task"], message["chain"]):
+                        subscriber.put("event", message)
+
+    def _append(self, correlation_id: str, step: dict[str, Any], partition: int) -> None:
+        raw = self.heads.get(correlation_id)
+        head = TraceHead.model_validate(raw) if raw is not None else None
+        open_steps: list[dict[str, Any]] = []
+        if head is not None and head.open_size:
+            open_steps = self.chunks.get(f"{correlation_id}#{head.open_chunk}") or []
+        head, steps, chunk, evicted = append_step(
+            head,
+            open_steps,
+            step,
+            correlation_id=correlation_id,
+            max_events=TRACE_MAX_EVENTS,
+            partition=partition,
+        )
+        self.heads.stage(correlation_id, head.model_dump(mode="json"))
+        self.chunks.stage(f"{correlation_id}#{chunk}", steps)
+        for number in evicted:
+            self.chunks.delete(f"{correlation_id}#{number}")
+
+    def on_anomaly(self, record: dict[str, Any]) -> None:
+        """A finding the worker published: to the live stream, and into its chain's trace."""
+        try:
+            self._on_anomaly(record)
+        except Exception:
+            _log.exception("operator view: anomaly %s not recorded", record.get("anomaly_id"))
+
+    def _on_anomaly(self, record: dict[str, Any]) -> None:
+        finding = {
+            "anomaly_id": record["anomaly_id"],
+            "detector": record["detector"],
+            "level": record.get("level", "breach"),
+            "category": record.get("category"),
+            "detail": record.get("detail", ""),
+            "agent_id": record["agent_id"],
+            "task_id": record["task_id"],
+            "evidence": list(record.get("evidence_event_ids") or ()),
+            "at": record["detected_at"],
+            "command_id": record.get("command_id"),
+        }
+        # Only the chain's own stream may write the chain's records (their partition);
+        # findings from the per-agent stream or the silence timer go to the live stream only.
+        raw = self.heads.get(record["correlation_id"]) if self._in_chain_stream() else None
+        if raw is not None and finding["level"] != "signal":
+            head = add_finding(TraceHead.model_validate(raw), finding)
+            self.heads.stage(record["correlation_id"], head.model_dump(mode="json"))
+        for subscriber in self._subscribers:
+            if subscriber.wants(record["agent_id"], record["task_id"], record["correlation_id"]):
+                subscriber.put("anomaly", {**record, "chain": record["correlation_id"]})
+        if record["detector"] == "silent_agent":
+            self._dirty_agents.add(record["agent_id"])
+            self._push_agents()
+
+    def commit(self) -> None:
+        """After each batch of the stream: write the tables, push changed agents, sweep."""
+        try:
+            self._commit()
+        except Exception:  # never stop the detection stream
+            _log.exception("operator view: commit failed")
+
+    def _commit(self) -> None:
+        for table in (self.tasks, self.heads, self.chunks):
+            table.commit()
+        self._push_agents()
+        if time.monotonic() - self._last_sweep >= _SWEEP_EVERY_S:
+            self._last_sweep = time.monotonic()
+            self._sweep(self._partition())
+
+    def _sweep(self, partition: int) -> None:
+        """Delete chains and tasks idle past the retention, of the partition being processed."""
+        now = now_us()
+        gone = 0
+        for key, raw in self.heads.items():
+            head = TraceHead.model_validate(raw)
+            if head.partition == partition and expired(head, now, RETENTION_S):
+                for number in range(head.first_chunk, head.open_chunk + 1):
+                    self.chunks.delete(f"{key}#{number}")
+                self.heads.delete(key)
+                gone += 1
+        for key, raw in self.tasks.items():
+            view = TaskView.model_validate(raw)
+            if view.partition == partition and now - view.last_event_at > RETENTION_S * 1e6:
+                self.tasks.delete(key)
+                self._agent_tasks.get(view.agent_id, set()).discard(key)
+        for table in (self.tasks, self.heads, self.chunks):
+            table.commit()
+        if gone:
+            _log.info("trace retention: %d chain(s) of partition %d deleted", gone, partition)
+
+    def forget(self) -> None:
+        """After a rebalance the tables are the truth."""
+        for table in (self.tasks, self.heads, self.chunks):
+            table.forget()
+        self._agent_tasks.clear()
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def task_views(self) -> list[TaskView]:
+        return [TaskView.model_validate(raw) for _, raw in self.tasks.items()]
+
+    def fleet(self, now: int | None = None) -> list[AgentRow]:
+        return agent_rows(self.task_views(), now or now_us())
+
+    def agent_row(self, agent_id: str, now: int) -> AgentRow | None:
+        task_ids = self._agent_tasks.get(agent_id) or set()
+        views = [TaskView.model_validate(raw) for t in task_ids if (raw := self.tasks.get(t))]
+        rows = agent_rows(views, now)
+        return rows[0] if rows else None
+
+    def task_list(
+        self, agent: str | None, chain: str | None, state: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        now = now_us()
+        rows = []
+        for view in self.task_views():
+            current = task_state(view, now)
+            if agent and view.agent_id != agent:
+                continue
+            if chain and view.correlation_id != chain:
+                continue
+            if state and current != state:
+                continue
+            row = view.model_dump(mode="json", exclude={"token_buckets", "partition"})
+            row["state"] = current
+            rows.append(row)
+        rows.sort(key=lambda r: r["started_at"] or r["last_event_at"], reverse=True)
+        return rows[:limit]
+
+    def trace(self, correlation_id: str) -> dict[str, Any] | None:
+        raw = self.heads.get(correlation_id)
+        if raw is None:
+            return None
+        head = TraceHead.model_validate(raw)
+        steps: list[dict[str, Any]] = []
+        for number in range(head.first_chunk, head.open_chunk + 1):
+            steps.extend(self.chunks.get(f"{correlation_id}#{number}") or ())
+        return build_trace(correlation_id, steps, findings=head.findings, dropped=head.dropped)
+
+    def status(self) -> dict[str, Any]:
+        rows = self.fleet()
+        states: dict[str, int] = {}
+        for row in rows:
+            states[row.state] = states.get(row.state, 0) + 1
+        return {
+            "app_id": self.settings.app_id,
+            "bootstrap_servers": self.settings.bootstrap_servers,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "events_observed": self.events_observed,
+            "agents": len(rows),
+            "agent_states": states,
+            "tasks": sum(row.tasks for row in rows),
+            "chains": sum(1 for _ in self.heads.items()),
+            "stream_subscribers": len(self._subscribers),
+            "trace_retention_s": RETENTION_S,
+            "trace_max_events": TRACE_MAX_EVENTS,
+        }
+
+    # -- the live stream -------------------------------------------------------------------
+
+    def _push_agents(self) -> None:
+        if not self._dirty_agents:
+            return
+        dirty, self._dirty_agents = self._dirty_agents, set()
+        if not self._subscribers:
+            return
+        now = now_us()
+        for agent_id in dirty:
+            row = self.agent_row(agent_id, now)
+            if row is None:
+                continue
+            data = row.model_dump(mode="json")
+            if self._pushed.get(agent_id) == data:
+                continue
+            self._pushed[agent_id] = data
+            for subscriber in self._subscribers:
+                if subscriber.wants(agent_id, None, None):
+                    subscriber.put("agent", data)
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        query = request.query
+        subscriber = _Subscriber(query.get("agent"), query.get("task"), query.get("chain"))
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await response.prepare(request)
+        self._subscribers.add(subscriber)
+        try:
+            await self._send(response, "hello", {"app_id": self.settings.app_id})
+            next_fleet = 0.0
+            while True:
+                if time.monotonic() >= next_fleet:
+                    next_fleet = time.monotonic() + _FLEET_PUSH_EVERY_S
+                    rows = [
+                        r.model_dump(mode="json")
+                        for r in self.fleet()
+                        if subscriber.wants(r.agent_id, None, None)
+                    ]
+                    await self._send(response, "fleet", rows)
+                try:
+                    kind, data = await asyncio.wait_for(
+                        subscriber.queue.get(),
+                        timeout=min(_KEEPALIVE_S, max(0.05, next_fleet - time.monotonic())),
+                    )
+                except TimeoutError:
+                    await response.write(b": keepalive\n\n")
+                    continue
+                await self._send(response, kind, data)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass  # the browser went away
+        finally:
+            self._subscribers.discard(subscriber)
+        return response
+
+    @staticmethod
+    async def _send(
+        response: web.StreamResponse, kind: str, data: dict[str, Any] | list[Any]
+    ) -> None:
+        payload = json.dumps(data, separators=(",", ":"))
+        await response.write(f"event: {kind}\ndata: {payload}\n\n".encode())
+
+    # -- web views ---------------------------------------------------------------------------
+
+    def dashboard_html(self) -> str:
+        page = (_DASHBOARD / "index.html").read_text()
+        # Dev mode only: the page gets the API token so one can click without pasting it.
+        token = getattr(self.settings, "api_token", None)
+        production = bool(getattr(self.settings, "production", False))
+        dev_token = "" if production or not token else str(token)
+        return page.replace("{{DEV_TOKEN}}", json.dumps(dev_token)[1:-1])
+
+    def register(self, app: faust.App) -> None:
+        """Add the dashboard and the operator API to ``app``'s web server."""
+        surface = self
+
+        class DashboardView(View):
+            async def get(self, request: Request) -> Response:
+                return self.html(surface.dashboard_html())
+
+        class StaticView(View):
+            async def get(self, request: Request, name: str) -> Response:
+                content_type = _STATIC.get(name)
+                if content_type is None:
+                    return self.json({"error": f"no such file: {name}"}, status=404)
+                body = (_DASHBOARD / name).read_bytes()
+                return self.bytes(body, content_type=content_type)
+
+        class FleetView(View):
+            async def get(self, request: Request) -> Response:
+                rows = [row.model_dump(mode="json") for row in surface.fleet()]
+                return self.json({"agents": rows, "time": now_us()})
+
+        class TasksView(View):
+            async def get(self, request: Request) -> Response:
+                query = request.query
+                try:
+                    limit = int(query.get("limit", "500"))
+                except ValueError:
+                    return self.json({"error": "limit must be an integer"}, status=400)
+                rows = surface.task_list(
+                    query.get("agent"), query.get("chain"), query.get("state"), limit
+                )
+                return self.json({"tasks": rows, "time": now_us()})
+
+        class TraceView(View):
+            async def get(self, request: Request, correlation_id: str) -> Response:
+                trace = surface.trace(correlation_id)
+                if trace is None:
+                    return self.json(
+                        {"error": f"no chain {correlation_id!r} on this worker"}, status=404
+                    )
+                return self.json(trace)
+
+        class StatusView(View):
+            async def get(self, request: Request) -> Response:
+                return self.json(surface.status())
+
+        class StreamView(View):
+            async def get(self, request: Request) -> Any:
+                return await surface._stream(request)  # type: ignore[arg-type]
+
+        app.page("/")(DashboardView)
+        app.page("/dashboard/{name}")(StaticView)
+        app.page("/api/fleet")(FleetView)
+        app.page("/api/tasks")(TasksView)
+        app.page("/api/trace/{correlation_id}")(TraceView)
+        app.page("/api/status")(StatusView)
+        app.page("/api/stream")(StreamView)

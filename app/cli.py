@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agents_bridge.settings import SettingsError, load_settings
+from app import observe_cli
 from app.broker import BrokerStartError, EmbeddedBroker
 
 __all__ = ["main"]
@@ -150,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--port", type=int, default=19092, help="embedded broker port")
     demo.add_argument("--web-port", type=int, default=16066, help="worker web/metrics port")
     demo.set_defaults(func=_demo)
+    observe_cli.add_commands(commands)  # agents, tasks, tail, trace, status, export
 
     args = parser.parse_args(argv)
     logging.basicConfig(

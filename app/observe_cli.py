@@ -369,6 +369,8 @@ async def _tail_async(args: argparse.Namespace, out: TextIO) -> int:
             await asyncio.sleep(0.05)
         if consumer.assignment():
             await consumer.seek_to_end(*consumer.assignment())
+    # Scripts and tests wait for this line: from here on nothing emitted is missed.
+    print(f"tailing trc.events.* and {ANOMALIES} on {bootstrap}", file=sys.stderr, flush=True)
     shown = 0
     stop_at = time.monotonic() + args.timeout if args.timeout else None
     try:

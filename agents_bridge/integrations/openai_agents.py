@@ -63,9 +63,10 @@ except ImportError as exc:  # pragma: no cover - exercised by the missing-extra 
 
 __all__ = ["TrcRunHooks", "TrcTracingProcessor", "processor_for", "run_agent"]
 
-_bound: contextvars.ContextVar[AgentRun | None] = contextvars.ContextVar(
-    "trc_openai_agents_run", default=None
+_bound: contextvars.ContextVar[tuple[TrcTracingProcessor, AgentRun] | None] = (
+    contextvars.ContextVar("trc_openai_agents_run", default=None)
 )
+"""The processor and run of a :func:`run_agent` call in progress."""
 
 
 @dataclass
@@ -132,8 +133,11 @@ class TrcTracingProcessor(TracingProcessor):
     # -- traces ------------------------------------------------------------------
 
     def on_trace_start(self, trace: Trace) -> None:
+        bound = _bound.get()
+        if bound is not None and bound[0] is not self:
+            return  # run_agent of another monitor's processor: that one records it
         with self._lock:
-            self._traces[trace.trace_id] = _Trace(_bound.get(), trace.name)
+            self._traces[trace.trace_id] = _Trace(bound[1] if bound else None, trace.name)
 
     def on_trace_end(self, trace: Trace) -> None:
         with self._lock:
@@ -216,7 +220,7 @@ class TrcTracingProcessor(TracingProcessor):
                 duration_ms=duration,
                 status="error" if data.triggered else "ok",
             )
-        if error is not None and not isinstance(data, FunctionSpanData):
+        if error is not None and not isinstance(data, FunctionSpanData) and not agent.run.killed:
             agent.step_failed = True
             agent.run.error(error["message"])
         if isinstance(data, AgentSpanData) and agent is not trace.root:
@@ -309,7 +313,8 @@ class TrcRunHooks(RunHooks[Any]):
         self._processor = processor
 
     async def _boundary(self, agent_name: str | None) -> None:
-        run = _bound.get()
+        bound = _bound.get()
+        run = bound[1] if bound else None
         trace = get_current_trace()
         if trace is not None:
             run = self._processor.agent_run(trace.trace_id, agent_name) or run
@@ -376,7 +381,7 @@ async def run_agent(
     if "hooks" in runner_kwargs:
         hooks = _ChainedHooks(processor, runner_kwargs.pop("hooks"))
     async with monitor.run(agent_id or agent_id_from(agent.name), agent_type=agent_type) as run:
-        token = _bound.set(run)
+        token = _bound.set((processor, run))
         try:
             result = await Runner.run(agent, input, hooks=hooks, **runner_kwargs)
         finally:

@@ -185,7 +185,7 @@ class TrcSpanProcessor(SpanProcessor):
                     call.response_received(output_summary=summarize(result), result=result)
                     call.response_parsed()
                 agent.reentry.append(call)
-            if failed:
+            if failed and not agent.run.killed:
                 agent.step_failed = True
                 agent.run.error(_error_text(span), tool_name=attributes.get("gen_ai.tool.name"))
         if opened.owns_agent and agent is not None:

@@ -449,9 +449,8 @@ class OperatorSurface:
     def dashboard_html(self) -> str:
         page = (_DASHBOARD / "index.html").read_text()
         # Dev mode only: the page gets the API token so one can click without pasting it.
-        token = getattr(self.settings, "api_token", None)
-        production = bool(getattr(self.settings, "production", False))
-        dev_token = "" if production or not token else str(token)
+        production = self.settings.production
+        dev_token = "" if production else self.settings.api_token.get_secret_value()
         return page.replace("{{DEV_TOKEN}}", json.dumps(dev_token)[1:-1])
 
     def register(self, app: faust.App) -> None:

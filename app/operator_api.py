@@ -38,7 +38,7 @@ import asyncio
 import json
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,8 @@ _SUBSCRIBER_QUEUE = 2000
 _FLEET_PUSH_EVERY_S = 2.0
 """A fleet snapshot this often: silence and tokens per minute change without events."""
 _KEEPALIVE_S = 15.0
+_RECENT_ANOMALIES = 100
+"""Findings a newly opened dashboard is shown at once (this worker's, since it started)."""
 _DASHBOARD = Path(__file__).resolve().parent / "dashboard"
 _STATIC = {"app.js": "application/javascript", "app.css": "text/css"}
 
@@ -178,6 +180,7 @@ class OperatorSurface:
         self._dirty_agents: set[str] = set()
         self._agent_tasks: dict[str, set[str]] = {}
         self._pushed: dict[str, dict[str, Any]] = {}
+        self._recent_anomalies: deque[dict[str, Any]] = deque(maxlen=_RECENT_ANOMALIES)
         self._last_sweep = time.monotonic()
         self.started_at = time.time()
         self.events_observed = 0
@@ -266,9 +269,11 @@ class OperatorSurface:
         if raw is not None and finding["level"] != "signal":
             head = add_finding(TraceHead.model_validate(raw), finding)
             self.heads.stage(record["correlation_id"], head.model_dump(mode="json"))
+        message = {**record, "chain": record["correlation_id"]}
+        self._recent_anomalies.append(message)
         for subscriber in self._subscribers:
             if subscriber.wants(record["agent_id"], record["task_id"], record["correlation_id"]):
-                subscriber.put("anomaly", {**record, "chain": record["correlation_id"]})
+                subscriber.put("anomaly", message)
         if record["detector"] == "silent_agent":
             self._dirty_agents.add(record["agent_id"])
             self._push_agents()
@@ -412,6 +417,9 @@ class OperatorSurface:
         self._subscribers.add(subscriber)
         try:
             await self._send(response, "hello", {"app_id": self.settings.app_id})
+            for anomaly in list(self._recent_anomalies):
+                if subscriber.wants(anomaly["agent_id"], anomaly["task_id"], anomaly["chain"]):
+                    await self._send(response, "anomaly", anomaly)
             next_fleet = 0.0
             while True:
                 if time.monotonic() >= next_fleet:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agents_bridge.settings import SettingsError, load_settings
-from app import observe_cli
+from app import control_cli, observe_cli
 from app.broker import BrokerStartError, EmbeddedBroker
 
 __all__ = ["main"]
@@ -152,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--web-port", type=int, default=16066, help="worker web/metrics port")
     demo.set_defaults(func=_demo)
     observe_cli.add_commands(commands)  # agents, tasks, tail, trace, status, export
+
+    control_cli.add_commands(commands)
 
     args = parser.parse_args(argv)
     logging.basicConfig(

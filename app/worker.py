@@ -69,8 +69,10 @@ def _chunks(values: list[bytes], max_bytes: int) -> list[list[bytes]]:
     return chunks
 
 
-# Events the per-agent stream needs: liveness and spend.
-_AGENT_STREAM_TYPES = frozenset({"heartbeat", "llm_call", "task_start", "task_end"})
+# Events the per-agent stream needs: liveness, spend and control outcomes (audit).
+_AGENT_STREAM_TYPES = frozenset(
+    {"heartbeat", "llm_call", "task_start", "task_end", "control_ack", "command_rejected"}
+)
 
 
 def _broker_credentials(settings: Settings) -> Any:

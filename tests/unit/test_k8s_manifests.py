@@ -199,10 +199,18 @@ def test_kubectl_kustomize_renders_the_same_objects_with_generators_and_patches(
     def ids(objs: list[Obj]) -> set[tuple[str, str]]:
         return {(o["kind"], o["metadata"]["name"]) for o in objs}
 
-    assert ids(rendered) == ids(OBJECTS) | {("ConfigMap", "trc-policy")}
-    policy = next(o for o in rendered if o["kind"] == "ConfigMap")
-    assert policy["metadata"]["namespace"] == "trc"
-    assert policy["data"]["policy.toml"] == (DEPLOY / "policy.toml").read_text()
+    generated = {("ConfigMap", "trc-policy"), ("ConfigMap", "trc-grafana-dashboard")}
+    assert ids(rendered) == ids(OBJECTS) | generated
+    maps = {o["metadata"]["name"]: o for o in rendered if o["kind"] == "ConfigMap"}
+    assert maps["trc-policy"]["metadata"]["namespace"] == "trc"
+    assert maps["trc-policy"]["data"]["policy.toml"] == (DEPLOY / "policy.toml").read_text()
+    # The worker mounts this ConfigMap where TRC_POLICY_FILE points.
+    policy_volume = next(v for v in POD["volumes"] if v["name"] == "policy")
+    assert policy_volume["configMap"]["name"] == "trc-policy"
+    assert Path(worker_env()["TRC_POLICY_FILE"]).name in maps["trc-policy"]["data"]
+    dashboard = maps["trc-grafana-dashboard"]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["data"]["trc.json"] == (DEPLOY / "grafana/dashboards/trc.json").read_text()
     worker = next(o for o in rendered if o["kind"] == "StatefulSet")
     # The autoscaling component hands the replica count to KEDA.
     assert "replicas" not in worker["spec"]

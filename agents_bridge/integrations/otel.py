@@ -145,8 +145,8 @@ class TrcSpanProcessor(SpanProcessor):
             agent.run.check()  # a killed run's span never starts (nor is tracked)
         with self._lock:
             self._spans[context.span_id] = opened
-        if agent is None or operation is None:
-            return
+        if agent is None or operation is None or agent.run.killed:
+            return  # a killed run records nothing more (its boundaries would raise)
         if operation in MODEL_OPERATIONS:
             self._reenter(agent)
             if agent.step_open:
@@ -176,7 +176,7 @@ class TrcSpanProcessor(SpanProcessor):
                     completion_tokens=_int(attributes, "output_tokens", "completion_tokens"),
                     duration_ms=_duration_ms(span),
                 )
-            elif operation == TOOL_OPERATION:
+            elif operation == TOOL_OPERATION and not agent.run.killed:
                 call = opened.call or self._tool_start(agent, attributes, check=False)
                 result = attributes.get("gen_ai.tool.call.result")
                 if failed:

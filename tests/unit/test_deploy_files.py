@@ -22,11 +22,6 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 ALERTS = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())
 ALERT_TESTS = yaml.safe_load((PROMETHEUS / "alerts_test.yml").read_text())
-# Metrics the rules and the dashboard may use before the worker exports them,
-# with who adds them. A name here is still checked once the worker has it.
-PENDING_METRICS = {
-    "trc_command_rejections_total": "the command API (commands refused: bad token, unknown target)",
-}
 
 
 def _worker_env() -> dict[str, str]:
@@ -75,11 +70,9 @@ def _exported() -> str:
 def _check_metrics(expr: str, where: str, exported: str) -> None:
     for metric in re.findall(r"trc_[a-z_]+", expr):
         family = metric.removesuffix("_bucket")  # a histogram's series
-        if f"# TYPE {family} " in exported or f"# TYPE {family.removesuffix('_total')} " in (
-            exported
-        ):
-            continue
-        assert metric in PENDING_METRICS, f"{where} uses {metric}, which the worker does not export"
+        assert f"# TYPE {family} " in exported, (
+            f"{where} uses {metric}, which the app does not export"
+        )
 
 
 def test_the_dashboard_queries_metrics_the_app_exports() -> None:

@@ -68,7 +68,7 @@ try:
 except ImportError:  # LangChain without LangGraph
     _CONTROL_FLOW = (AgentKilled,)
 
-__all__ = ["TrcCallbackHandler", "instrument", "register_tools"]
+__all__ = ["AsyncTrcCallbackHandler", "TrcCallbackHandler", "instrument", "register_tools"]
 
 MARKER_KEY = "trc_handler"
 """Metadata key naming the handler that owns a run (set by :func:`instrument`)."""
@@ -487,6 +487,52 @@ class TrcCallbackHandler(BaseCallbackHandler):
             self._end_step(node.agent, finish.return_values)
 
 
+class AsyncTrcCallbackHandler(TrcCallbackHandler):
+    """:class:`TrcCallbackHandler` for ``ainvoke``/``astream``: a PAUSE waits without
+    blocking the event loop.
+
+    Its start hooks are coroutines, which LangChain awaits on the async path (and
+    whose exceptions it would swallow on the sync one: use the plain handler for
+    ``invoke``).
+    """
+
+    async def _pause_point(self, parent_run_id: UUID | None) -> None:
+        parent = self._node(parent_run_id) if parent_run_id is not None else None
+        run = parent.agent.run if parent is not None else self._fixed
+        if run is not None:
+            await run.checkpoint()
+
+    async def on_chain_start(  # type: ignore[override]
+        self, serialized: dict[str, Any] | None, inputs: Any, **kwargs: Any
+    ) -> None:
+        await self._pause_point(kwargs.get("parent_run_id"))
+        super().on_chain_start(serialized, inputs, **kwargs)
+
+    async def on_chat_model_start(  # type: ignore[override]
+        self, serialized: dict[str, Any] | None, messages: list[list[BaseMessage]], **kwargs: Any
+    ) -> None:
+        await self._pause_point(kwargs.get("parent_run_id"))
+        super().on_chat_model_start(serialized, messages, **kwargs)
+
+    async def on_llm_start(  # type: ignore[override]
+        self, serialized: dict[str, Any] | None, prompts: list[str], **kwargs: Any
+    ) -> None:
+        await self._pause_point(kwargs.get("parent_run_id"))
+        super().on_llm_start(serialized, prompts, **kwargs)
+
+    async def on_tool_start(  # type: ignore[override]
+        self, serialized: dict[str, Any] | None, input_str: str, **kwargs: Any
+    ) -> None:
+        await self._pause_point(kwargs.get("parent_run_id"))
+        super().on_tool_start(serialized, input_str, **kwargs)
+
+    async def on_retriever_start(  # type: ignore[override]
+        self, serialized: dict[str, Any] | None, query: str, **kwargs: Any
+    ) -> None:
+        await self._pause_point(kwargs.get("parent_run_id"))
+        super().on_retriever_start(serialized, query, **kwargs)
+
+
 def instrument(
     runnable: R,
     target: RunFactory | AgentRun,
@@ -495,16 +541,18 @@ def instrument(
     agent_type: str | None = None,
     subagents: Collection[str] = (),
     steps: Literal["llm", "node"] = "llm",
+    asynchronous: bool = False,
 ) -> R:
     """``runnable`` (a compiled LangGraph graph, an agent, any Runnable) monitored and killable.
 
-    Returns the runnable bound to a :class:`TrcCallbackHandler`; the handler's
-    marker in the metadata keeps an outer instrumented graph from recording this
-    one's events twice.
+    Returns the runnable bound to a :class:`TrcCallbackHandler` (an
+    :class:`AsyncTrcCallbackHandler` with ``asynchronous=True``, for code that
+    runs it with ``ainvoke``/``astream`` and must not block its event loop while
+    paused); the handler's marker in the metadata keeps an outer instrumented
+    graph from recording this one's events twice.
     """
-    handler = TrcCallbackHandler(
-        target, agent_id, agent_type=agent_type, subagents=subagents, steps=steps
-    )
+    kind = AsyncTrcCallbackHandler if asynchronous else TrcCallbackHandler
+    handler = kind(target, agent_id, agent_type=agent_type, subagents=subagents, steps=steps)
     bound = runnable.with_config(callbacks=[handler], metadata={MARKER_KEY: handler.marker})
     return bound  # type: ignore[return-value]  # with_config keeps the graph's type
 

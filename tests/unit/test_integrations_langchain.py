@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +21,7 @@ from langgraph.prebuilt import ToolNode, tools_condition
 from agents_bridge import AgentKilled
 from agents_bridge.actions import registry
 from agents_bridge.integrations.langchain import TrcCallbackHandler, instrument, register_tools
-from tests.unit.test_integrations import SIX_STAGES, RecordingMonitor, stages
+from tests.unit.test_integrations import SIX_STAGES, RecordingMonitor, kill_command, stages
 
 
 @tool
@@ -286,3 +288,56 @@ def test_tools_register_in_the_action_registry() -> None:
 def test_a_monitor_target_needs_an_agent_id() -> None:
     with pytest.raises(ValueError, match="agent_id"):
         TrcCallbackHandler(RecordingMonitor())
+
+
+async def test_the_async_handler_records_the_same_and_is_killed() -> None:
+    monitor = RecordingMonitor()
+    invoked: list[str] = []
+
+    @tool
+    async def lookup(query: str) -> str:
+        """Look up."""
+        invoked.append(query)
+        if len(invoked) == 2:
+            monitor.kill(monitor.runs[0])
+        return "x"
+
+    looping = (turn("lookup", {"query": "q"}, n) for n in range(100))
+    graph = instrument(react(looping, [lookup]), monitor, "looper", asynchronous=True)
+    with pytest.raises(AgentKilled):
+        await graph.ainvoke({"messages": [("user", "go")]})
+    assert invoked == ["q", "q"]
+    assert stages(monitor)[:6] == [("lookup", s) for s in SIX_STAGES]
+    assert monitor.of("task_end")[0]["status"] == "killed"
+
+
+async def test_a_paused_async_graph_waits_without_blocking_the_event_loop() -> None:
+    monitor = RecordingMonitor()
+    release = asyncio.Event()
+
+    @tool
+    async def lookup(query: str) -> str:
+        """Look up; the run is paused during the call."""
+        run = monitor.runs[0]
+        run.apply(dict(kill_command(run.task_id), kind="PAUSE", command_id="p1"))
+        release.set()
+        return "x"
+
+    graph = instrument(
+        react(iter([turn("lookup", {"query": "q"}, 1), answer("done")]), [lookup]),
+        monitor,
+        "pausable",
+        asynchronous=True,
+    )
+    task = asyncio.create_task(graph.ainvoke({"messages": [("user", "go")]}))
+    await asyncio.wait_for(release.wait(), 10)
+    deadline = time.monotonic() + 10
+    while not any(e["status"] == "paused" for e in monitor.of("control_ack")):
+        assert time.monotonic() < deadline, "the run did not pause at its next boundary"
+        await asyncio.sleep(0.01)  # the loop keeps running while the agent is paused
+    assert not task.done() and len(monitor.of("llm_call")) == 1
+    run = monitor.runs[0]
+    run.apply(dict(kill_command(run.task_id), kind="RESUME", command_id="r1"))
+    out = await asyncio.wait_for(task, 10)
+    assert out["messages"][-1].content == "done"
+    assert monitor.of("task_end")[0]["status"] == "ok"

@@ -311,7 +311,7 @@ class Emitter:
                 [
                     NewTopic(
                         topic,
-                        num_partitions=self._settings.partitions,
+                        num_partitions=1,  # keyed by agent: one partition, one order
                         replication_factor=self._settings.replication_factor,
                     )
                 ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from agents_bridge.command_gate import KINDS
+
 __all__ = ["Metrics"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -28,6 +30,8 @@ class Metrics:
         self.commands_issued = Counter(
             "trc_commands_issued", "Control commands issued.", ["kind"], registry=self.registry
         )
+        for kind in KINDS:  # from 0, so increase() sees a worker's first kill
+            self.commands_issued.labels(kind=kind)
         self.command_rejections = Counter(
             "trc_command_rejections",
             "Commands refused: by the command API (unauthorized, bad_request, unknown_target, "

@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from agents_bridge import AgentKilled, Monitor, load_settings
+from app.broker import EmbeddedBroker
 from app.child_lifetime import die_with_parent, terminate
 from app.worker_process import WorkerProcess
 from tests.conftest import ARTIFACTS, free_port
@@ -129,10 +130,18 @@ async def poll(
 
 
 @pytest.fixture(scope="module")
-def scraped_worker(bootstrap_servers: str) -> Iterator[WorkerProcess]:
+def quiet_broker() -> Iterator[str]:
+    """A broker of this module only: with no other test's agents in its history, the
+    worker's counters and the kill alert can only come from this module's kill."""
+    with EmbeddedBroker(free_port(), log_path=ARTIFACTS / "prometheus-broker.log") as broker:
+        yield broker.bootstrap_servers
+
+
+@pytest.fixture(scope="module")
+def scraped_worker(quiet_broker: str) -> Iterator[WorkerProcess]:
     """A worker of this module only: its counters start at zero."""
     ARTIFACTS.mkdir(exist_ok=True)
-    env = worker_env(bootstrap_servers)
+    env = worker_env(quiet_broker)
     with WorkerProcess(env, ARTIFACTS / f"worker-{env['TRC_APP_ID']}.log") as process:
         yield process
 
@@ -190,7 +199,7 @@ def _value(sample: dict[str, Any]) -> float:
 
 
 async def test_prometheus_scrapes_the_kill_and_fires_the_kill_alert(
-    prometheus: PrometheusServer, scraped_worker: WorkerProcess, bootstrap_servers: str
+    prometheus: PrometheusServer, scraped_worker: WorkerProcess, quiet_broker: str
 ) -> None:
     target = f"127.0.0.1:{scraped_worker.web_port}"
 
@@ -214,10 +223,11 @@ async def test_prometheus_scrapes_the_kill_and_fires_the_kill_alert(
     )
     assert _value(before[0]) == 0
     # ... and no kill yet: the alert below can only come from this test's kill.
-    assert prometheus.query('trc_commands_issued_total{kind="KILL"}') == []
+    kills = prometheus.query(f'trc_commands_issued_total{{kind="KILL",instance="{target}"}}')
+    assert [_value(k) for k in kills] == [0], "the counter exists from the start, at 0"
     assert prometheus.alerts("TrcAgentKilled") == []
 
-    with Monitor(load_settings(bootstrap_servers=bootstrap_servers)) as monitor:
+    with Monitor(load_settings(bootstrap_servers=quiet_broker)) as monitor:
         killed = await _run_looping_agent(monitor)
     assert killed.command["kind"] == "KILL"
 

@@ -26,6 +26,7 @@ test: lint
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m bench.run --json bench/results/latest.json
+	$(BIN)/python -m bench.integrations --json bench/results/integrations.json
 
 clean:
 	rm -rf $(VENV) test-artifacts .trc-data

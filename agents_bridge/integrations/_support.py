@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import json
 import re
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -10,7 +11,14 @@ from typing import Any, Protocol
 from agents_bridge import propagation
 from agents_bridge.run import AgentRun
 
-__all__ = ["OwnedRun", "RunFactory", "agent_id_from", "missing_extra", "summarize"]
+__all__ = [
+    "OwnedRun",
+    "RunFactory",
+    "agent_id_from",
+    "json_arguments",
+    "missing_extra",
+    "summarize",
+]
 
 _NOT_TOPIC_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 SUMMARY_CHARS = 200
@@ -45,6 +53,16 @@ def agent_id_from(name: str, fallback: str = "agent") -> str:
     """A topic-safe agent id made from a framework's agent name ("Support Bot" -> "Support-Bot")."""
     cleaned = _NOT_TOPIC_SAFE.sub("-", name).strip("-.")[:200]
     return cleaned or fallback
+
+
+def json_arguments(raw: Any) -> Any:
+    """Tool arguments given as JSON text, parsed (compensations get a dict); else as given."""
+    if isinstance(raw, str | bytes):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
+    return raw
 
 
 def summarize(value: Any, limit: int = SUMMARY_CHARS) -> str | None:

@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 from uuid import UUID
 
+from agents_bridge.actions import ActionKind, ActionRegistry, Compensation
+from agents_bridge.actions import registry as default_registry
 from agents_bridge.integrations._support import (
     OwnedRun,
     RunFactory,
@@ -560,15 +562,15 @@ def instrument(
 def register_tools(
     tools: Iterable[BaseTool],
     *,
-    kind: Literal["read", "write", "irreversible"],
-    compensate: Any = None,
+    kind: ActionKind,
+    compensate: Compensation | None = None,
+    registry: ActionRegistry = default_registry,
 ) -> list[str]:
     """Register LangChain tools in the action registry under their tool names.
 
-    ``compensate(args, result)`` undoes one call of a ``write`` tool on ROLLBACK.
+    ``compensate(args, result)`` undoes one call of a ``write`` tool on ROLLBACK:
+    ``args`` is the tool's input dict, ``result`` what the tool returned.
     """
-    from agents_bridge.actions import registry
-
     names = []
     for tool in tools:
         registry.register(tool.name, kind=kind, compensate=compensate)

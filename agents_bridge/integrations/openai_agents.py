@@ -31,6 +31,8 @@ Mapping of the SDK's spans:
 from __future__ import annotations
 
 import contextvars
+import functools
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,6 +42,7 @@ from agents_bridge.integrations._support import (
     OwnedRun,
     RunFactory,
     agent_id_from,
+    json_arguments,
     missing_extra,
     summarize,
 )
@@ -49,7 +52,13 @@ try:
     from agents import Agent, RunHooks, Runner, RunResult, Tool, add_trace_processor
     from agents.items import ModelResponse
     from agents.run_context import AgentHookContext, RunContextWrapper
-    from agents.tracing import Span, Trace, TracingProcessor, get_current_trace
+    from agents.tracing import (
+        Span,
+        Trace,
+        TracingProcessor,
+        get_current_span,
+        get_current_trace,
+    )
     from agents.tracing.span_data import (
         AgentSpanData,
         FunctionSpanData,
@@ -62,6 +71,8 @@ except ImportError as exc:  # pragma: no cover - exercised by the missing-extra 
     raise missing_extra("openai_agents", "openai-agents", exc) from exc
 
 __all__ = ["TrcRunHooks", "TrcTracingProcessor", "processor_for", "run_agent"]
+
+_log = logging.getLogger(__name__)
 
 _bound: contextvars.ContextVar[tuple[TrcTracingProcessor, AgentRun] | None] = (
     contextvars.ContextVar("trc_openai_agents_run", default=None)
@@ -89,6 +100,8 @@ class _Trace:
     span_agent: dict[str, _Agent] = field(default_factory=dict)
     """span id -> the agent the span belongs to."""
     calls: dict[str, ToolCall] = field(default_factory=dict)
+    invoked: set[str] = field(default_factory=set)
+    """Function spans whose call reached the invoked stage."""
     started: dict[str, float] = field(default_factory=dict)
     handed_to: dict[str, _Agent] = field(default_factory=dict)
     """Agent name -> the agent that handed off to it (its parent)."""
@@ -118,6 +131,11 @@ class TrcTracingProcessor(TracingProcessor):
         self.agent_type = agent_type
         self._traces: dict[str, _Trace] = {}
         self._lock = threading.Lock()
+
+    def traces(self, trace_id: str) -> bool:
+        """Whether this processor records the trace (it is registered with the SDK)."""
+        with self._lock:
+            return trace_id in self._traces
 
     def agent_run(self, trace_id: str, agent_name: str | None = None) -> AgentRun | None:
         """The run recording ``agent_name`` (or the task's root) in a trace, if any."""
@@ -172,10 +190,9 @@ class TrcTracingProcessor(TracingProcessor):
             agent.run.step(model or f"{agent.name} model call")
             agent.step_open = True
         elif isinstance(data, FunctionSpanData):
-            call = agent.run.tool(data.name, data.input or None)  # JSON text
-            call.params_extracted()
-            call.invoked()
-            trace.calls[span.span_id] = call
+            # The SDK sets the arguments after the span starts: the other stages follow
+            # in the tool-start hook (a kill boundary) or, without hooks, at the end.
+            trace.calls[span.span_id] = agent.run.tool(data.name)
 
     def on_span_end(self, span: Span[Any]) -> None:
         trace = self._trace(span)
@@ -196,7 +213,12 @@ class TrcTracingProcessor(TracingProcessor):
             )  # fmt: skip
         elif isinstance(data, FunctionSpanData):
             call = trace.calls.pop(span.span_id, None)
-            if call is not None:
+            was_invoked = span.span_id in trace.invoked
+            trace.invoked.discard(span.span_id)
+            if call is not None and not agent.run.killed:
+                if not was_invoked:  # no hooks: the arguments are known now
+                    call.params_extracted(json_arguments(data.input or None))
+                    call.invoked()
                 if error is not None:
                     call.response_received(status="error", output_summary=error["message"])
                 else:
@@ -225,6 +247,16 @@ class TrcTracingProcessor(TracingProcessor):
             agent.run.error(error["message"])
         if isinstance(data, AgentSpanData) and agent is not trace.root:
             self._close(agent, error["message"] if error else None)
+
+    def tool_invoked(self, span: Span[Any], arguments: Any) -> None:
+        """The function span's tool is about to run with ``arguments`` (a kill boundary)."""
+        trace = self._trace(span)
+        call = trace.calls.get(span.span_id) if trace is not None else None
+        if trace is None or call is None or span.span_id in trace.invoked:
+            return
+        trace.invoked.add(span.span_id)
+        call.params_extracted(arguments)
+        call.invoked()  # raises AgentKilled for a killed run
 
     def shutdown(self) -> None:
         with self._lock:
@@ -322,6 +354,9 @@ class TrcRunHooks(RunHooks[Any]):
             await run.checkpoint()
 
     async def on_agent_start(self, context: AgentHookContext[Any], agent: Agent[Any]) -> None:
+        trace = get_current_trace()
+        if trace is not None and not self._processor.traces(trace.trace_id):
+            _warn_unregistered()
         await self._boundary(agent.name)
 
     async def on_llm_start(
@@ -342,6 +377,10 @@ class TrcRunHooks(RunHooks[Any]):
         self, context: RunContextWrapper[Any], agent: Agent[Any], tool: Tool
     ) -> None:
         await self._boundary(agent.name)
+        span = get_current_span()
+        if span is not None and isinstance(span.span_data, FunctionSpanData):
+            raw = getattr(context, "tool_arguments", None) or span.span_data.input
+            self._processor.tool_invoked(span, json_arguments(raw or None))
 
     async def on_handoff(
         self, context: RunContextWrapper[Any], from_agent: Agent[Any], to_agent: Agent[Any]
@@ -437,6 +476,15 @@ class _ChainedHooks(TrcRunHooks):
         self, context: AgentHookContext[Any], agent: Agent[Any], output: Any
     ) -> None:
         await self._inner.on_agent_end(context, agent, output)
+
+
+@functools.cache
+def _warn_unregistered() -> None:
+    _log.warning(
+        "the TrcTracingProcessor is not among the Agents SDK's trace processors "
+        "(did set_trace_processors replace it?): runs are not recorded; "
+        "add_trace_processor(processor_for(monitor)) puts it back"
+    )
 
 
 class _AgentFailed(Exception):

@@ -40,6 +40,7 @@ from agents_bridge.integrations._support import (
     OwnedRun,
     RunFactory,
     agent_id_from,
+    json_arguments,
     missing_extra,
     summarize,
 )
@@ -59,6 +60,7 @@ AGENT_OPERATIONS = frozenset({"invoke_agent", "create_agent"})
 MODEL_OPERATIONS = frozenset({"chat", "text_completion", "generate_content"})
 TOOL_OPERATION = "execute_tool"
 EMBEDDINGS = "embeddings"
+ARGUMENTS = "gen_ai.tool.call.arguments"
 GENAI_OPERATIONS = MODEL_OPERATIONS | {TOOL_OPERATION, EMBEDDINGS}
 
 
@@ -79,6 +81,7 @@ class _Open:
     owns_agent: bool = False
     call: ToolCall | None = None
     trace_root: bool = False
+    invoked: bool = False
 
 
 class TrcSpanProcessor(SpanProcessor):
@@ -154,7 +157,7 @@ class TrcSpanProcessor(SpanProcessor):
             agent.run.step(str(attributes.get("gen_ai.request.model") or span.name))
             agent.step_open = True
         elif operation == TOOL_OPERATION and attributes.get("gen_ai.tool.name"):
-            opened.call = self._tool_start(agent, attributes)
+            self._tool_start(agent, attributes, opened)
 
     def on_end(self, span: ReadableSpan) -> None:
         context = span.get_span_context()
@@ -177,7 +180,10 @@ class TrcSpanProcessor(SpanProcessor):
                     duration_ms=_duration_ms(span),
                 )
             elif operation == TOOL_OPERATION and not agent.run.killed:
-                call = opened.call or self._tool_start(agent, attributes, check=False)
+                if opened.call is None:  # named only now
+                    opened.call = ToolCall(agent.run, str(attributes.get("gen_ai.tool.name")), None)
+                self._invoke(opened, attributes)  # unless done at the start
+                call = opened.call
                 result = attributes.get("gen_ai.tool.call.result")
                 if failed:
                     call.response_received(status="error", output_summary=_error_text(span))
@@ -213,15 +219,17 @@ class TrcSpanProcessor(SpanProcessor):
 
     # -- helpers ---------------------------------------------------------------
 
-    def _tool_start(
-        self, agent: _Agent, attributes: Mapping[str, Any], *, check: bool = True
-    ) -> ToolCall:
-        name = str(attributes.get("gen_ai.tool.name") or "tool")
-        arguments = attributes.get("gen_ai.tool.call.arguments")
-        call = agent.run.tool(name, arguments) if check else ToolCall(agent.run, name, arguments)
-        call.params_extracted()
-        call.invoked()
-        return call
+    def _tool_start(self, agent: _Agent, attributes: Mapping[str, Any], opened: _Open) -> None:
+        """Selected; then extracted and invoked if the arguments are known already."""
+        opened.call = agent.run.tool(str(attributes.get("gen_ai.tool.name") or "tool"))
+        if ARGUMENTS in attributes:
+            self._invoke(opened, attributes)
+
+    def _invoke(self, opened: _Open, attributes: Mapping[str, Any]) -> None:
+        if opened.call is not None and not opened.invoked:
+            opened.invoked = True
+            opened.call.params_extracted(json_arguments(attributes.get(ARGUMENTS)))
+            opened.call.invoked()
 
     def _reenter(self, agent: _Agent) -> None:
         for call in agent.reentry:

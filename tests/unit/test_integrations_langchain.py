@@ -341,3 +341,27 @@ async def test_a_paused_async_graph_waits_without_blocking_the_event_loop() -> N
     out = await asyncio.wait_for(task, 10)
     assert out["messages"][-1].content == "done"
     assert monitor.of("task_end")[0]["status"] == "ok"
+
+
+def test_tool_calls_are_journaled_with_their_arguments_and_results_for_rollback() -> None:
+    @tool
+    def create_file(path: str) -> str:
+        """Create a file."""
+        return f"created {path}"
+
+    undone: list[Any] = []
+    register_tools([create_file], kind="write", compensate=lambda a, r: undone.append((a, r)))
+    try:
+        monitor = RecordingMonitor()
+        script = iter([turn("create_file", {"path": "/tmp/x"}, 1), answer("done")])
+        instrument(react(script, [create_file]), monitor, "writer").invoke(
+            {"messages": [("user", "go")]}
+        )
+        [action] = monitor.runs[0].actions
+        assert action.spec.kind == "write" and action.args == {"path": "/tmp/x"}
+        assert action.result == "created /tmp/x" and action.status == "ok"
+        assert action.spec.compensate is not None
+        action.spec.compensate(action.args, action.result)
+        assert undone == [({"path": "/tmp/x"}, "created /tmp/x")]
+    finally:
+        registry.unregister("create_file")

@@ -22,6 +22,7 @@ from agents import (
 )
 
 from agents_bridge import AgentKilled
+from agents_bridge.actions import registry
 from agents_bridge.integrations.openai_agents import (
     TrcRunHooks,
     TrcTracingProcessor,
@@ -226,3 +227,47 @@ async def test_run_agent_chains_the_callers_hooks(monitor: RecordingMonitor) -> 
     agent = support_agent(call("lookup_order", {"order_id": "A-1"}), say("done"))
     await run_agent(monitor, agent, "go", agent_id="hooked", hooks=Mine())
     assert seen == ["lookup_order"]
+
+
+async def test_tool_calls_are_journaled_with_parsed_arguments_for_rollback(
+    monitor: RecordingMonitor,
+) -> None:
+    registry.register("lookup_order", kind="read")
+    try:
+        agent = support_agent(call("lookup_order", {"order_id": "A-1"}), say("done"))
+        await run_agent(monitor, agent, "go", agent_id="journaled")
+        [action] = monitor.runs[0].actions
+        assert action.spec.kind == "read" and action.args == {"order_id": "A-1"}
+        assert action.result == "order A-1: shipped" and action.status == "ok"
+    finally:
+        registry.unregister("lookup_order")
+
+
+async def test_a_processor_left_out_of_the_sdk_says_so(
+    monitor: RecordingMonitor, caplog: pytest.LogCaptureFixture
+) -> None:
+    set_trace_processors([])  # e.g. the app replaced every processor after the first run
+    await run_agent(monitor, support_agent(say("hi")), "go", agent_id="unrecorded")
+    assert "not among the Agents SDK's trace processors" in caplog.text
+
+
+@pytest.mark.parametrize("with_hooks", [True, False])
+async def test_different_arguments_are_different_calls(with_hooks: bool) -> None:
+    """The SDK sets a function span's input after the span starts: it must still count."""
+    recording = RecordingMonitor()
+    processor = TrcTracingProcessor(recording, "support")
+    set_trace_processors([processor])
+    agent = support_agent(
+        call("lookup_order", {"order_id": "A-1"}),
+        call("lookup_order", {"order_id": "B-2"}),
+        say("done"),
+    )
+    try:
+        await Runner.run(agent, "go", hooks=TrcRunHooks(processor) if with_hooks else None)
+    finally:
+        set_trace_processors([])
+    invoked = [e for e in recording.of("tool_call") if e["tool_stage"] == "invoked"]
+    assert len(invoked) == 2
+    assert invoked[0]["tool_args_hash"] != invoked[1]["tool_args_hash"]
+    assert [s for _, s in stages(recording)] == SIX_STAGES * 2
+    assert [a.args for a in recording.runs[0].actions] == [{"order_id": "A-1"}, {"order_id": "B-2"}]

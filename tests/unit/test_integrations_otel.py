@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Status, StatusCode, Tracer
@@ -175,3 +177,27 @@ def test_shutdown_closes_runs_left_open() -> None:
     processor.shutdown()
     assert monitor.of("task_end")
     span.end()
+
+
+def test_tool_arguments_given_as_json_are_journaled_as_a_dict() -> None:
+    monitor, _, tracer = traced()
+    with invoke_agent(tracer, "a"):
+        execute_tool(tracer, "create_file", '{"path": "/tmp/x"}', "created")
+    [action] = monitor.runs[0].actions
+    assert action.args == {"path": "/tmp/x"} and action.result == "created"
+
+
+def test_arguments_set_after_the_span_started_still_reach_the_invoked_stage() -> None:
+    monitor, _, tracer = traced()
+    with invoke_agent(tracer, "a"):
+        for query in ("kafka", "avro"):
+            with tracer.start_as_current_span(
+                "execute_tool",
+                attributes={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "s"},
+            ) as span:
+                span.set_attribute("gen_ai.tool.call.arguments", json.dumps({"q": query}))
+    invoked = [e for e in monitor.of("tool_call") if e["tool_stage"] == "invoked"]
+    assert len(invoked) == 2
+    assert invoked[0]["tool_args_hash"] != invoked[1]["tool_args_hash"]
+    # Reasoning re-enters (for both) when the agent ends: no model call came between them.
+    assert sorted(s for _, s in stages(monitor)) == sorted(SIX_STAGES * 2)

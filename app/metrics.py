@@ -21,6 +21,12 @@ class Metrics:
             "Agent events processed by the detectors.",
             registry=self.registry,
         )
+        self.events_ingested = Counter(
+            "trc_events_ingested",
+            "Agent events read from the agent topics and forwarded to the detectors; "
+            "ahead of trc_events_processed_total by what is in flight.",
+            registry=self.registry,
+        )
         self.anomalies = Counter(
             "trc_anomalies",
             "Findings published on trc.anomalies.",

@@ -140,6 +140,7 @@ def create_app(settings: Settings) -> faust.App:
     async def forward(batch: list[tuple[dict[str, Any], bytes]]) -> list[Any]:
         # One record per chain (and per agent) per ingest batch: the stream pays its
         # per-record overhead once for many events, which keep their order inside.
+        metrics.events_ingested.inc(len(batch))
         by_chain_key: dict[str, list[bytes]] = defaultdict(list)
         by_agent_key: dict[str, list[bytes]] = defaultdict(list)
         for event, value in batch:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -28,7 +29,9 @@ def worker_env(bootstrap_servers: str, **extra: str) -> dict[str, str]:
 def worker(bootstrap_servers: str) -> Iterator[WorkerProcess]:
     """One detection worker shared by the integration tests; agents use unique ids."""
     ARTIFACTS.mkdir(exist_ok=True)
-    env = worker_env(bootstrap_servers)
+    env = worker_env(
+        bootstrap_servers, TRC_POLICY_FILE=str(Path(__file__).with_name("policy.toml"))
+    )
     with WorkerProcess(env, ARTIFACTS / f"worker-{env['TRC_APP_ID']}.log") as process:
         yield process
 

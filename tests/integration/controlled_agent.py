@@ -17,7 +17,9 @@ def main() -> None:
     bootstrap, agent_id, carrier = sys.argv[1:]
     with Monitor(load_settings(bootstrap_servers=bootstrap)) as monitor:
         try:
-            with monitor.run(agent_id, carrier=json.loads(carrier) or None) as run:
+            carrier_headers = json.loads(carrier) or None
+            # An agent type the test worker's policy lets take hundreds of steps.
+            with monitor.run(agent_id, agent_type="long-runner", carrier=carrier_headers) as run:
                 for step in range(600):
                     run.step(f"work {step}")
                     if step == 0:

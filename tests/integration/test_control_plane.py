@@ -33,6 +33,8 @@ from tests.integration.topic_reader import read_until, until
 pytestmark = pytest.mark.integration
 
 Events = list[dict[str, Any]]
+LONG_RUNNER = "long-runner"
+"""Steps until a command stops it: the test worker's policy (policy.toml) lets it."""
 
 
 def _api(
@@ -51,6 +53,13 @@ def _api(
         return exc.code, json.loads(exc.read())
 
 
+def _progress(worker: WorkerProcess) -> str:
+    with urllib.request.urlopen(worker.url("/metrics"), timeout=5) as response:
+        lines = response.read().decode().splitlines()
+    wanted = ("trc_events_ingested_total ", "trc_events_processed_total ", "trc_agent_topics ")
+    return ", ".join(line for line in lines if line.startswith(wanted))
+
+
 async def _issue(
     worker: WorkerProcess, kind: str, target_type: str, target_id: str, **extra: Any
 ) -> dict[str, Any]:
@@ -62,7 +71,10 @@ async def _issue(
         if status == 202:
             return dict(answer)
         if status != 404 or time.monotonic() > deadline:
-            raise AssertionError(f"{kind} {target_type} {target_id} refused: {status} {answer}")
+            raise AssertionError(
+                f"{kind} {target_type} {target_id} refused: {status} {answer}; "
+                f"worker: {await asyncio.to_thread(_progress, worker)}"
+            )
         await asyncio.sleep(0.1)
 
 
@@ -99,7 +111,7 @@ class _Worker(threading.Thread):
 
     def run(self) -> None:
         try:
-            with self.monitor.run(self.agent_id, **self.run_options) as run:
+            with self.monitor.run(self.agent_id, agent_type=LONG_RUNNER, **self.run_options) as run:
                 self.task_id, self.correlation_id = run.task_id, run.correlation_id
                 self.carrier = run.carrier()
                 while not self.stop.is_set() and self.steps < 2000:

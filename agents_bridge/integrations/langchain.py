@@ -77,6 +77,10 @@ MARKER_KEY = "trc_handler"
 
 R = TypeVar("R", bound=Runnable[Any, Any])
 
+_recording: dict[UUID, AgentRun] = {}
+"""LangChain run id -> the agent run recording it, across handlers (for nested agents)."""
+_recording_lock = threading.Lock()
+
 
 @dataclass
 class _Agent:
@@ -152,6 +156,8 @@ class TrcCallbackHandler(BaseCallbackHandler):
             return self._nodes.get(run_id)
 
     def _pop(self, run_id: UUID) -> _Node | None:
+        with _recording_lock:
+            _recording.pop(run_id, None)
         with self._lock:
             return self._nodes.pop(run_id, None)
 
@@ -164,8 +170,19 @@ class TrcCallbackHandler(BaseCallbackHandler):
             return _Agent(self._fixed, None, run_id)
         if self._factory is None:  # pragma: no cover - one of the two is always set
             return None
+        # Inside a run another handler records (an instrumented graph in a node of
+        # another): a sub-agent of that run. Isolated either way, so the correlation
+        # context never leaks into the caller's context (async callbacks start and
+        # end in different contexts).
+        with _recording_lock:
+            enclosing = _recording.get(parent_run_id) if parent_run_id is not None else None
         owned = OwnedRun(
-            self._factory, self.agent_id, agent_type=self.agent_type, task_id=run_id.hex
+            self._factory,
+            self.agent_id,
+            agent_type=self.agent_type,
+            task_id=run_id.hex,
+            parent=enclosing,
+            isolated=True,
         )
         return _Agent(owned.run, owned, run_id)
 
@@ -173,9 +190,14 @@ class TrcCallbackHandler(BaseCallbackHandler):
         agent = self._agent_for(run_id, parent_run_id)
         assert agent is not None
         node = _Node(agent, kind, started=time.perf_counter(), **extra)
+        self._track(run_id, node)
+        return node
+
+    def _track(self, run_id: UUID, node: _Node) -> None:
         with self._lock:
             self._nodes[run_id] = node
-        return node
+        with _recording_lock:
+            _recording[run_id] = node.agent.run
 
     # -- steps -----------------------------------------------------------------
 
@@ -200,6 +222,13 @@ class TrcCallbackHandler(BaseCallbackHandler):
         if node.agent.root_id != run_id:
             return
         self._end_step(node.agent)
+        with self._lock:  # runs a kill stopped before they could end
+            left = [k for k, n in self._nodes.items() if n.agent is node.agent]
+            for key in left:
+                del self._nodes[key]
+        with _recording_lock:
+            for key in left:
+                _recording.pop(key, None)
         if node.agent.owned is not None:
             node.agent.owned.finish(exc)
 
@@ -236,8 +265,7 @@ class TrcCallbackHandler(BaseCallbackHandler):
                 parent=parent.agent.run,
             )
             agent = _Agent(owned.run, owned, run_id)
-            with self._lock:
-                self._nodes[run_id] = _Node(agent, "chain")
+            self._track(run_id, _Node(agent, "chain"))
         else:
             agent = self._start(run_id, parent_run_id, "chain").agent
         agent.run.check()

@@ -18,7 +18,7 @@ from langchain_core.tools import tool
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
-from agents_bridge import AgentKilled
+from agents_bridge import AgentKilled, propagation
 from agents_bridge.actions import registry
 from agents_bridge.integrations.langchain import TrcCallbackHandler, instrument, register_tools
 from tests.unit.test_integrations import SIX_STAGES, RecordingMonitor, kill_command, stages
@@ -365,3 +365,35 @@ def test_tool_calls_are_journaled_with_their_arguments_and_results_for_rollback(
         assert undone == [({"path": "/tmp/x"}, "created /tmp/x")]
     finally:
         registry.unregister("create_file")
+
+
+async def test_async_runs_leave_no_correlation_context_behind() -> None:
+    """Each ainvoke/astream is its own chain; the caller's context is left as it was."""
+    monitor = RecordingMonitor()
+    for asynchronous in (True, False):
+        graph = instrument(
+            react(iter([turn("kb_search", {"query": "k"}, 1), answer("a")]), [kb_search]),
+            monitor,
+            "a",
+            asynchronous=asynchronous,
+        )
+        await graph.ainvoke({"messages": [("user", "go")]})
+        assert propagation.current() is None
+    graph = instrument(react(iter([answer("b")]), [kb_search]), monitor, "a")
+    async for _ in graph.astream({"messages": [("user", "go")]}):
+        pass
+    assert propagation.current() is None
+    starts = monitor.of("task_start")
+    assert len(starts) == 3
+    assert [e["correlation_id"] for e in starts] == [e["task_id"] for e in starts]
+    assert all(e["parent_task_id"] is None for e in starts)
+
+
+def test_a_graph_run_inside_a_run_of_your_own_joins_its_chain() -> None:
+    monitor = RecordingMonitor()
+    graph = instrument(react(iter([answer("b")]), [kb_search]), monitor, "child")
+    with monitor.run("parent") as parent:
+        graph.invoke({"messages": [("user", "go")]})
+    child = monitor.of("task_start", "child")[0]
+    assert child["parent_task_id"] == parent.task_id
+    assert child["correlation_id"] == parent.correlation_id

@@ -66,9 +66,6 @@ class Settings(BaseSettings):
     policy_file: Path | None = Field(
         None, description="TOML policy file: thresholds, categories, per-agent-type overrides."
     )
-    table_standby_replicas: int = Field(
-        1, ge=0, description="Workers that keep a warm copy of each table partition."
-    )
     table_store: str = Field(
         "memory://",
         pattern=r"^(memory|rocksdb)://$",

@@ -102,7 +102,6 @@ def create_app(settings: Settings) -> faust.App:
         web_port=settings.web_port,
         web_in_thread=False,
         topic_partitions=settings.partitions,
-        table_standby_replicas=settings.table_standby_replicas,
         topic_replication_factor=settings.replication_factor,
         broker_session_timeout=settings.broker_session_timeout_s,
         broker_heartbeat_interval=settings.broker_session_timeout_s / 6,

@@ -39,7 +39,7 @@ import json
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +50,20 @@ from faust.web import Request, Response, View
 from agents_bridge.clock import now_us
 from agents_bridge.settings import Settings
 from app.fleet import AgentRow, TaskView, agent_rows, apply_event, task_state
-from app.trace import TraceHead, add_finding, append_step, build_trace, compact, expired
+from app.trace import (
+    TraceHead,
+    add_finding,
+    append_step,
+    build_trace,
+    chunk_key,
+    chunk_keys,
+    compact,
+    expired,
+)
 
-__all__ = ["RETENTION_S", "TRACE_MAX_EVENTS", "OperatorSurface"]
+__all__ = ["RETENTION_S", "TRACE_MAX_EVENTS", "OperatorSurface", "select_expired"]
+
+US = 1_000_000
 
 _log = logging.getLogger(__name__)
 
@@ -70,6 +81,32 @@ _RECENT_ANOMALIES = 100
 """Findings a newly opened dashboard is shown at once (this worker's, since it started)."""
 _DASHBOARD = Path(__file__).resolve().parent / "dashboard"
 _STATIC = {"app.js": "application/javascript", "app.css": "text/css"}
+
+
+def select_expired(
+    heads: Iterable[tuple[str, TraceHead]],
+    tasks: Iterable[tuple[str, TaskView]],
+    now: int,
+    partition: int,
+    retention_s: float,
+) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+    """What a sweep deletes: (chain keys, chunk keys, (task key, agent id)) idle past retention.
+
+    Only records of ``partition``, the one being processed: a deletion is a changelog
+    tombstone, and it must land in the partition that holds the record.
+    """
+    chains: list[str] = []
+    chunks: list[str] = []
+    for key, head in heads:
+        if head.partition == partition and expired(head, now, retention_s):
+            chains.append(key)
+            chunks += chunk_keys(head)
+    gone = [
+        (key, view.agent_id)
+        for key, view in tasks
+        if view.partition == partition and now - view.last_event_at > retention_s * US
+    ]
+    return chains, chunks, gone
 
 
 class _JsonTable:
@@ -229,7 +266,7 @@ class OperatorSurface:
         head = TraceHead.model_validate(raw) if raw is not None else None
         open_steps: list[dict[str, Any]] = []
         if head is not None and head.open_size:
-            open_steps = self.chunks.get(f"{correlation_id}#{head.open_chunk}") or []
+            open_steps = self.chunks.get(chunk_key(correlation_id, head.open_chunk)) or []
         head, steps, chunk, evicted = append_step(
             head,
             open_steps,
@@ -239,9 +276,9 @@ class OperatorSurface:
             partition=partition,
         )
         self.heads.stage(correlation_id, head.model_dump(mode="json"))
-        self.chunks.stage(f"{correlation_id}#{chunk}", steps)
+        self.chunks.stage(chunk_key(correlation_id, chunk), steps)
         for number in evicted:
-            self.chunks.delete(f"{correlation_id}#{number}")
+            self.chunks.delete(chunk_key(correlation_id, number))
 
     def on_anomaly(self, record: dict[str, Any]) -> None:
         """A finding the worker published: to the live stream, and into its chain's trace."""
@@ -295,24 +332,29 @@ class OperatorSurface:
 
     def _sweep(self, partition: int) -> None:
         """Delete chains and tasks idle past the retention, of the partition being processed."""
-        now = now_us()
-        gone = 0
-        for key, raw in self.heads.items():
-            head = TraceHead.model_validate(raw)
-            if head.partition == partition and expired(head, now, RETENTION_S):
-                for number in range(head.first_chunk, head.open_chunk + 1):
-                    self.chunks.delete(f"{key}#{number}")
-                self.heads.delete(key)
-                gone += 1
-        for key, raw in self.tasks.items():
-            view = TaskView.model_validate(raw)
-            if view.partition == partition and now - view.last_event_at > RETENTION_S * 1e6:
-                self.tasks.delete(key)
-                self._agent_tasks.get(view.agent_id, set()).discard(key)
+        chains, chunks, tasks = select_expired(
+            ((key, TraceHead.model_validate(raw)) for key, raw in self.heads.items()),
+            ((key, TaskView.model_validate(raw)) for key, raw in self.tasks.items()),
+            now_us(),
+            partition,
+            RETENTION_S,
+        )
+        for key in chains:
+            self.heads.delete(key)
+        for key in chunks:
+            self.chunks.delete(key)
+        for key, agent_id in tasks:
+            self.tasks.delete(key)
+            self._agent_tasks.get(agent_id, set()).discard(key)
         for table in (self.tasks, self.heads, self.chunks):
             table.commit()
-        if gone:
-            _log.info("trace retention: %d chain(s) of partition %d deleted", gone, partition)
+        if chains or tasks:
+            _log.info(
+                "retention: %d chain(s), %d task(s) of partition %d deleted",
+                len(chains),
+                len(tasks),
+                partition,
+            )
 
     def forget(self) -> None:
         """After a rebalance the tables are the truth."""
@@ -360,7 +402,7 @@ class OperatorSurface:
         head = TraceHead.model_validate(raw)
         steps: list[dict[str, Any]] = []
         for number in range(head.first_chunk, head.open_chunk + 1):
-            steps.extend(self.chunks.get(f"{correlation_id}#{number}") or ())
+            steps.extend(self.chunks.get(chunk_key(correlation_id, number)) or ())
         return build_trace(correlation_id, steps, findings=head.findings, dropped=head.dropped)
 
     def status(self) -> dict[str, Any]:

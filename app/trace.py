@@ -31,6 +31,8 @@ __all__ = [
     "add_finding",
     "append_step",
     "build_trace",
+    "chunk_key",
+    "chunk_keys",
     "compact",
     "expired",
 ]
@@ -150,6 +152,16 @@ def add_finding(head: TraceHead, finding: dict[str, Any]) -> TraceHead:
     if len(head.findings) >= MAX_FINDINGS:
         return head
     return head.model_copy(update={"findings": (*head.findings, finding)})
+
+
+def chunk_key(correlation_id: str, number: int) -> str:
+    """The store key of one chunk of a chain's steps."""
+    return f"{correlation_id}#{number}"
+
+
+def chunk_keys(head: TraceHead) -> list[str]:
+    """The keys of every chunk the chain still keeps, oldest first."""
+    return [chunk_key(head.correlation_id, n) for n in range(head.first_chunk, head.open_chunk + 1)]
 
 
 def expired(head: TraceHead, now_us: int, retention_s: float) -> bool:

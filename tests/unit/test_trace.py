@@ -164,3 +164,48 @@ def test_a_chain_of_10000_events_builds_in_well_under_a_second() -> None:
     elapsed = time.perf_counter() - started
     assert trace["events"] == 10_000 and trace["tasks"] == 20
     assert elapsed < 1.0, f"{elapsed:.2f} s"
+
+
+def test_a_sweep_deletes_only_idle_records_of_the_partition_being_processed() -> None:
+    from app.fleet import TaskView
+    from app.operator_api import select_expired
+
+    old_here = TraceHead(
+        correlation_id="old", first_chunk=2, open_chunk=3, last_at=1 * S, partition=1
+    )
+    old_elsewhere = TraceHead(correlation_id="old2", last_at=1 * S, partition=2)
+    fresh = TraceHead(correlation_id="fresh", last_at=3000 * S, partition=1)
+    tasks = [
+        (
+            "t-old",
+            TaskView(
+                task_id="t-old", agent_id="a", correlation_id="old", last_event_at=S, partition=1
+            ),
+        ),
+        (
+            "t-new",
+            TaskView(
+                task_id="t-new",
+                agent_id="a",
+                correlation_id="fresh",
+                last_event_at=3000 * S,
+                partition=1,
+            ),
+        ),
+        (
+            "t-other",
+            TaskView(
+                task_id="t-other", agent_id="b", correlation_id="old2", last_event_at=S, partition=2
+            ),
+        ),
+    ]
+    chains, chunks, gone = select_expired(
+        [("old", old_here), ("old2", old_elsewhere), ("fresh", fresh)],
+        tasks,
+        now=3700 * S,
+        partition=1,
+        retention_s=3600,
+    )
+    assert chains == ["old"]
+    assert chunks == ["old#2", "old#3"]
+    assert gone == [("t-old", "a")]

@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -225,3 +226,27 @@ async def test_trc_tail_filters_live_events_by_agent(
         ("event", agent, "tool_call"),
         ("event", agent, "tool_call"),
     ]
+
+
+async def test_trc_export_writes_an_agents_events_as_json_lines(
+    monitor: Monitor, bootstrap_servers: str, tmp_path: Path
+) -> None:
+    agent = unique("exported")
+    with monitor.run(agent) as run:
+        run.step("only step")
+        run.tool_call("lookup", {"q": "x"})
+    assert monitor.flush(10)
+    out = tmp_path / "export.jsonl"
+    done = await asyncio.to_thread(
+        trc, "export", "--bootstrap-servers", bootstrap_servers, "--agent", agent, "--out", str(out)
+    )
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {e["agent_id"] for e in events} == {agent}
+    types = [e["event_type"] for e in events]
+    assert types[:4] == ["task_start", "step_start", "tool_call", "task_end"]
+    assert "events exported" in done.stderr and "reading trc.events.*" in done.stderr
+    nothing = await asyncio.to_thread(
+        trc, "export", "--bootstrap-servers", bootstrap_servers, "--agent", unique("nobody")
+    )
+    assert nothing.returncode == 1

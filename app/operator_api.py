@@ -39,13 +39,14 @@ import json
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import faust
 from aiohttp import web
 from faust.web import Request, Response, View
+from pydantic import BaseModel
 
 from agents_bridge.clock import now_us
 from agents_bridge.settings import Settings
@@ -109,10 +110,31 @@ def select_expired(
     return chains, chunks, gone
 
 
-class _JsonTable:
-    """A Faust table of JSON values with a parse cache and one write per key per batch."""
+V = TypeVar("V")
 
-    def __init__(self, app: faust.App, name: str, partitions: int) -> None:
+
+def _dump_model(value: BaseModel) -> bytes:
+    return value.model_dump_json().encode()
+
+
+def _dump_json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+class _Table(Generic[V]):
+    """A Faust table of JSON values: parsed objects in a cache, one write per key per batch.
+
+    The stream reads and updates objects; they are serialized only when a batch commits.
+    """
+
+    def __init__(
+        self,
+        app: faust.App,
+        name: str,
+        partitions: int,
+        load: Callable[[Any], V],
+        dump: Callable[[V], bytes],
+    ) -> None:
         self.table: Any = app.Table(
             name,
             default=None,
@@ -121,29 +143,30 @@ class _JsonTable:
                 key_type=str, value_type=bytes, key_serializer="json", value_serializer="raw"
             ),
         )
-        self._cache: OrderedDict[str, Any] = OrderedDict()
-        self._dirty: dict[str, Any] = {}
+        self._load, self._dump = load, dump
+        self._cache: OrderedDict[str, V] = OrderedDict()
+        self._dirty: dict[str, V] = {}
         self._deleted: set[str] = set()
 
-    @staticmethod
-    def _parse(raw: Any) -> Any:
+    def _parse(self, raw: Any) -> V:
         # Values we wrote are JSON bytes; values recovered from the changelog arrive
         # already parsed by Faust's JSON codec.
-        return json.loads(raw) if isinstance(raw, bytes | str) else raw
+        return self._load(json.loads(raw) if isinstance(raw, bytes | str) else raw)
 
-    def get(self, key: str) -> Any:
+    def get(self, key: str) -> V | None:
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
         if key in self._deleted:
             return None
         raw = self.table.get(key)
-        value = None if raw is None else self._parse(raw)
-        if value is not None:
-            self._remember(key, value)
+        if raw is None:
+            return None
+        value = self._parse(raw)
+        self._remember(key, value)
         return value
 
-    def stage(self, key: str, value: Any) -> None:
+    def stage(self, key: str, value: V) -> None:
         self._deleted.discard(key)
         self._remember(key, value)
         self._dirty[key] = value
@@ -158,16 +181,19 @@ class _JsonTable:
         dirty, self._dirty = self._dirty, {}
         deleted, self._deleted = self._deleted, set()
         for key, value in dirty.items():
-            self.table[key] = json.dumps(value, separators=(",", ":")).encode()
+            self.table[key] = self._dump(value)
         for key in deleted:
             if key in self.table:
                 del self.table[key]
 
-    def items(self) -> Iterator[tuple[str, Any]]:
+    def items(self) -> Iterator[tuple[str, V]]:
         for key, raw in list(self.table.items()):
             if key in self._deleted:
                 continue
-            yield key, self._dirty.get(key, self._cache.get(key)) or self._parse(raw)
+            value = self._dirty.get(key)
+            if value is None:
+                value = self._cache.get(key)
+            yield key, value if value is not None else self._parse(raw)
 
     def forget(self) -> None:
         self._cache.clear()
@@ -210,9 +236,15 @@ class OperatorSurface:
         prefix, partitions = settings.app_id, settings.partitions
         self.settings = settings
         self._source_topic = f"{prefix}-events-by-chain"
-        self.tasks = _JsonTable(app, f"{prefix}-fleet-tasks", partitions)
-        self.heads = _JsonTable(app, f"{prefix}-trace-heads", partitions)
-        self.chunks = _JsonTable(app, f"{prefix}-trace-chunks", partitions)
+        self.tasks = _Table(
+            app, f"{prefix}-fleet-tasks", partitions, TaskView.model_validate, _dump_model
+        )
+        self.heads = _Table(
+            app, f"{prefix}-trace-heads", partitions, TraceHead.model_validate, _dump_model
+        )
+        self.chunks: _Table[list[dict[str, Any]]] = _Table(
+            app, f"{prefix}-trace-chunks", partitions, list, _dump_json
+        )
         self._subscribers: set[_Subscriber] = set()
         self._dirty_agents: set[str] = set()
         self._agent_tasks: dict[str, set[str]] = {}
@@ -244,11 +276,8 @@ class OperatorSurface:
         self.events_observed += 1
         partition = self._partition()
         task_id = event["task_id"]
-        old = self.tasks.get(task_id)
-        view = apply_event(
-            TaskView.model_validate(old) if old is not None else None, event, partition
-        )
-        self.tasks.stage(task_id, view.model_dump(mode="json"))
+        view = apply_event(self.tasks.get(task_id), event, partition)
+        self.tasks.stage(task_id, view)
         self._agent_tasks.setdefault(view.agent_id, set()).add(task_id)
         step = compact(event)
         if step is not None:
@@ -262,8 +291,7 @@ class OperatorSurface:
                         subscriber.put("event", message)
 
     def _append(self, correlation_id: str, step: dict[str, Any], partition: int) -> None:
-        raw = self.heads.get(correlation_id)
-        head = TraceHead.model_validate(raw) if raw is not None else None
+        head = self.heads.get(correlation_id)
         open_steps: list[dict[str, Any]] = []
         if head is not None and head.open_size:
             open_steps = self.chunks.get(chunk_key(correlation_id, head.open_chunk)) or []
@@ -275,7 +303,7 @@ class OperatorSurface:
             max_events=TRACE_MAX_EVENTS,
             partition=partition,
         )
-        self.heads.stage(correlation_id, head.model_dump(mode="json"))
+        self.heads.stage(correlation_id, head)
         self.chunks.stage(chunk_key(correlation_id, chunk), steps)
         for number in evicted:
             self.chunks.delete(chunk_key(correlation_id, number))
@@ -302,10 +330,9 @@ class OperatorSurface:
         }
         # Only the chain's own stream may write the chain's records (their partition);
         # findings from the per-agent stream or the silence timer go to the live stream only.
-        raw = self.heads.get(record["correlation_id"]) if self._in_chain_stream() else None
-        if raw is not None and finding["level"] != "signal":
-            head = add_finding(TraceHead.model_validate(raw), finding)
-            self.heads.stage(record["correlation_id"], head.model_dump(mode="json"))
+        head = self.heads.get(record["correlation_id"]) if self._in_chain_stream() else None
+        if head is not None and finding["level"] != "signal":
+            self.heads.stage(record["correlation_id"], add_finding(head, finding))
         message = {**record, "chain": record["correlation_id"]}
         self._recent_anomalies.append(message)
         for subscriber in self._subscribers:
@@ -333,8 +360,8 @@ class OperatorSurface:
     def _sweep(self, partition: int) -> None:
         """Delete chains and tasks idle past the retention, of the partition being processed."""
         chains, chunks, tasks = select_expired(
-            ((key, TraceHead.model_validate(raw)) for key, raw in self.heads.items()),
-            ((key, TaskView.model_validate(raw)) for key, raw in self.tasks.items()),
+            self.heads.items(),
+            self.tasks.items(),
             now_us(),
             partition,
             RETENTION_S,
@@ -365,14 +392,14 @@ class OperatorSurface:
     # -- reads ------------------------------------------------------------------------------
 
     def task_views(self) -> list[TaskView]:
-        return [TaskView.model_validate(raw) for _, raw in self.tasks.items()]
+        return [view for _, view in self.tasks.items()]
 
     def fleet(self, now: int | None = None) -> list[AgentRow]:
         return agent_rows(self.task_views(), now or now_us())
 
     def agent_row(self, agent_id: str, now: int) -> AgentRow | None:
         task_ids = self._agent_tasks.get(agent_id) or set()
-        views = [TaskView.model_validate(raw) for t in task_ids if (raw := self.tasks.get(t))]
+        views = [view for t in task_ids if (view := self.tasks.get(t)) is not None]
         rows = agent_rows(views, now)
         return rows[0] if rows else None
 
@@ -396,10 +423,9 @@ class OperatorSurface:
         return rows[:limit]
 
     def trace(self, correlation_id: str) -> dict[str, Any] | None:
-        raw = self.heads.get(correlation_id)
-        if raw is None:
+        head = self.heads.get(correlation_id)
+        if head is None:
             return None
-        head = TraceHead.model_validate(raw)
         steps: list[dict[str, Any]] = []
         for number in range(head.first_chunk, head.open_chunk + 1):
             steps.extend(self.chunks.get(chunk_key(correlation_id, number)) or ())

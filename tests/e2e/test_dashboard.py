@@ -112,6 +112,7 @@ def wait_state(browser: WebDriver, agent: str, state: str, within_s: float = 15.
 
 
 def click_command(browser: WebDriver, agent: str, kind: str) -> None:
+    browser.execute_script("document.getElementById('toast').textContent = '';")
     row = browser.find_element(By.CSS_SELECTOR, f'#fleet tbody tr[data-agent="{agent}"]')
     row.find_element(By.CSS_SELECTOR, f'button[data-action="{kind}"]').click()
     dialog = browser.find_element(By.ID, "confirm")
@@ -119,14 +120,11 @@ def click_command(browser: WebDriver, agent: str, kind: str) -> None:
     assert kind in browser.find_element(By.ID, "confirm-text").text
     browser.find_element(By.ID, "confirm-ok").click()
     WebDriverWait(browser, 10).until(
-        lambda d: (
-            "accepted" in d.find_element(By.ID, "toast").text
-            or "refused" in d.find_element(By.ID, "toast").text
-        ),
+        lambda d: d.find_element(By.ID, "toast").text.startswith(kind),  # this answer, not the last
         f"no answer to {kind} from the command API",
     )
     toast = browser.find_element(By.ID, "toast").text
-    assert "accepted" in toast, toast
+    assert "accepted" in toast, f"the command API refused {kind}: {toast}"
 
 
 def in_thread(target: Callable[[], None]) -> threading.Thread:

@@ -53,6 +53,12 @@ class Settings(BaseSettings):
         200, ge=50, le=1000, description="How often new agent topics are looked for."
     )
     broker_session_timeout_s: float = Field(6.0, ge=1.0)
+    producer_request_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="How long the worker waits for the broker to acknowledge a send "
+        "before it fails and is retried.",
+    )
     fetch_max_wait_ms: int = Field(
         10,
         ge=1,

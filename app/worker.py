@@ -108,6 +108,11 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_linger_ms=0,
+        # Faust's default is 20 minutes. Measured on the embedded broker: now and then
+        # a produce response never comes, and the whole pipeline waited for it. Failing
+        # the send instead lets the ingest rewind and resend (duplicates are dropped by
+        # event id).
+        producer_request_timeout=settings.producer_request_timeout_s,
         stream_wait_empty=False,
     )
     setattr(app, FETCH_MAX_WAIT_ATTR, settings.fetch_max_wait_ms)

@@ -64,3 +64,46 @@ async def test_a_restarted_worker_recovers_its_windows_from_the_changelog(
     finally:
         first.stop()
         second.stop()
+
+
+def _metric(worker: WorkerProcess, name: str) -> float:
+    with urllib.request.urlopen(worker.url("/metrics"), timeout=2) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.split()[1])
+    return 0.0
+
+
+async def test_sigterm_drains_commits_and_the_next_worker_resumes_after_it(
+    bootstrap_servers: str, tmp_path: Path
+) -> None:
+    env = worker_env(bootstrap_servers)
+    agent_id = unique("drained")
+    workers = [
+        WorkerProcess(
+            {**env, "TRC_DATA_DIR": str(tmp_path / name)},
+            ARTIFACTS / f"worker-{env['TRC_APP_ID']}-{name}.log",
+        )
+        for name in ("before", "after")
+    ]
+    await asyncio.to_thread(workers[0].start)
+    try:
+        with Monitor(load_settings(bootstrap_servers=bootstrap_servers)) as monitor:
+            with monitor.run(agent_id) as run:
+                for step in range(20):
+                    run.step(f"step {step}")
+            assert monitor.flush(10)
+            await _until_processed(workers[0], 22)  # task_start, 20 steps, task_end
+            # SIGTERM: the worker drains, commits its offsets and exits by itself.
+            assert await asyncio.to_thread(workers[0].stop, 30.0) == 0, workers[0].log_tail()
+
+            await asyncio.to_thread(workers[1].start)
+            with monitor.run(agent_id) as run:
+                run.step("after the restart")
+            assert monitor.flush(10)
+            await _until_processed(workers[1], 3)
+        ingested = await asyncio.to_thread(_metric, workers[1], "trc_events_ingested_total")
+        assert ingested == 3, f"the next worker re-read {ingested - 3:.0f} committed events"
+    finally:
+        for worker in workers:
+            worker.stop()

@@ -42,7 +42,9 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote
 
+import aiohttp
 import faust
 from aiohttp import web
 from faust.web import Request, Response, View
@@ -78,10 +80,16 @@ _SUBSCRIBER_QUEUE = 2000
 _FLEET_PUSH_EVERY_S = 2.0
 """A fleet snapshot this often: silence and tokens per minute change without events."""
 _KEEPALIVE_S = 15.0
+_PEER_TIMEOUT = aiohttp.ClientTimeout(total=3)
+_RELAY_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=3)
 _RECENT_ANOMALIES = 100
 """Findings a newly opened dashboard is shown at once (this worker's, since it started)."""
 _DASHBOARD = Path(__file__).resolve().parent / "dashboard"
 _STATIC = {"app.js": "application/javascript", "app.css": "text/css"}
+
+
+def _recency(row: dict[str, Any]) -> tuple[bool, int]:
+    return row["state"] in ("running", "paused", "silent"), int(row["last_event_at"])
 
 
 def select_expired(
@@ -235,6 +243,7 @@ class OperatorSurface:
     def __init__(self, app: faust.App, settings: Settings) -> None:
         prefix, partitions = settings.app_id, settings.partitions
         self.settings = settings
+        self._app = app
         self._source_topic = f"{prefix}-events-by-chain"
         self.tasks = _Table(
             app, f"{prefix}-fleet-tasks", partitions, TaskView.model_validate, _dump_model
@@ -397,6 +406,21 @@ class OperatorSurface:
     def fleet(self, now: int | None = None) -> list[AgentRow]:
         return agent_rows(self.task_views(), now or now_us())
 
+    async def fleet_rows(self, local: bool) -> list[dict[str, Any]]:
+        """This worker's rows, merged with the peers' unless ``local``.
+
+        An agent seen by two workers (tasks in chains of different partitions) is shown
+        by its live or most recent row.
+        """
+        rows = {row.agent_id: row.model_dump(mode="json") for row in self.fleet()}
+        if not local:
+            for answer in await self.ask_peers("/api/fleet"):
+                for row in answer.get("agents", ()):
+                    mine = rows.get(row["agent_id"])
+                    if mine is None or _recency(row) > _recency(mine):
+                        rows[row["agent_id"]] = row
+        return [rows[agent_id] for agent_id in sorted(rows)]
+
     def agent_row(self, agent_id: str, now: int) -> AgentRow | None:
         task_ids = self._agent_tasks.get(agent_id) or set()
         views = [view for t in task_ids if (view := self.tasks.get(t)) is not None]
@@ -483,6 +507,12 @@ class OperatorSurface:
         )
         await response.prepare(request)
         self._subscribers.add(subscriber)
+        local = "local" in query
+        relays = (
+            []
+            if local
+            else [asyncio.ensure_future(self._relay(peer, subscriber)) for peer in self.peers()]
+        )
         try:
             await self._send(response, "hello", {"app_id": self.settings.app_id})
             for anomaly in list(self._recent_anomalies):
@@ -493,9 +523,9 @@ class OperatorSurface:
                 if time.monotonic() >= next_fleet:
                     next_fleet = time.monotonic() + _FLEET_PUSH_EVERY_S
                     rows = [
-                        r.model_dump(mode="json")
-                        for r in self.fleet()
-                        if subscriber.wants(r.agent_id, None, None)
+                        r
+                        for r in (await self.fleet_rows(local))
+                        if subscriber.wants(r["agent_id"], None, None)
                     ]
                     await self._send(response, "fleet", rows)
                 try:
@@ -511,6 +541,8 @@ class OperatorSurface:
             pass  # the browser went away
         finally:
             self._subscribers.discard(subscriber)
+            for relay in relays:
+                relay.cancel()
         return response
 
     @staticmethod
@@ -519,6 +551,60 @@ class OperatorSurface:
     ) -> None:
         payload = json.dumps(data, separators=(",", ":"))
         await response.write(f"event: {kind}\ndata: {payload}\n\n".encode())
+
+    # -- the other workers of the deployment ---------------------------------------------------
+
+    def peers(self) -> list[str]:
+        """Web URLs of the deployment's other workers (from the group's partition assignment)."""
+        try:
+            hosts = self._app.assignor.tables_metadata().keys()
+            me = str(self._app.conf.canonical_url).rstrip("/")
+        except Exception:  # not assigned yet
+            return []
+        return sorted({str(h).rstrip("/") for h in hosts} - {me})
+
+    async def ask_peers(self, path: str) -> list[Any]:
+        """``GET path?local=1`` on every peer; the answers that came (a silent peer is logged)."""
+
+        async def ask(peer: str) -> Any:
+            url = f"{peer}{path}{'&' if '?' in path else '?'}local=1"
+            try:
+                async with self._app.http_client.get(url, timeout=_PEER_TIMEOUT) as response:
+                    if response.status == 200:
+                        return await response.json()
+                    return None
+            except Exception as exc:  # a peer that went away must not fail the answer
+                _log.warning("peer %s did not answer %s: %s", peer, path, exc)
+                return None
+
+        answers = await asyncio.gather(*(ask(peer) for peer in self.peers()))
+        return [a for a in answers if a is not None]
+
+    async def _relay(self, peer: str, subscriber: _Subscriber) -> None:
+        """Forward a peer's live events and anomalies to one local subscriber."""
+        query = "&".join(
+            f"{name}={value}"
+            for name, value in (
+                ("agent", subscriber.agent),
+                ("task", subscriber.task),
+                ("chain", subscriber.chain),
+            )
+            if value
+        )
+        url = f"{peer}/api/stream?local=1{'&' + query if query else ''}"
+        try:
+            async with self._app.http_client.get(url, timeout=_RELAY_TIMEOUT) as response:
+                kind = ""
+                async for raw in response.content:
+                    line = raw.decode().rstrip("\n")
+                    if line.startswith("event: "):
+                        kind = line[7:]
+                    elif line.startswith("data: ") and kind in ("event", "anomaly", "agent"):
+                        subscriber.put(kind, json.loads(line[6:]))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            _log.warning("live stream of peer %s ended: %s", peer, exc)
 
     # -- web views ---------------------------------------------------------------------------
 
@@ -547,7 +633,7 @@ class OperatorSurface:
 
         class FleetView(View):
             async def get(self, request: Request) -> Response:
-                rows = [row.model_dump(mode="json") for row in surface.fleet()]
+                rows = await surface.fleet_rows("local" in request.query)
                 return self.json({"agents": rows, "time": now_us()})
 
         class TasksView(View):
@@ -560,11 +646,22 @@ class OperatorSurface:
                 rows = surface.task_list(
                     query.get("agent"), query.get("chain"), query.get("state"), limit
                 )
-                return self.json({"tasks": rows, "time": now_us()})
+                if "local" not in query:
+                    params = "&".join(
+                        f"{k}={v}" for k in ("agent", "chain", "state") if (v := query.get(k))
+                    )
+                    for answer in await surface.ask_peers(f"/api/tasks?limit={limit}&{params}"):
+                        rows += answer.get("tasks", [])
+                    rows.sort(key=lambda r: r["started_at"] or r["last_event_at"], reverse=True)
+                return self.json({"tasks": rows[:limit], "time": now_us()})
 
         class TraceView(View):
             async def get(self, request: Request, correlation_id: str) -> Response:
                 trace = surface.trace(correlation_id)
+                if trace is None and "local" not in request.query:
+                    # The chain lives on the worker that owns its partition: ask the others.
+                    path = f"/api/trace/{quote(correlation_id, safe='')}"
+                    trace = next(iter(await surface.ask_peers(path)), None)
                 if trace is None:
                     return self.json(
                         {"error": f"no chain {correlation_id!r} on this worker"}, status=404
@@ -573,7 +670,7 @@ class OperatorSurface:
 
         class StatusView(View):
             async def get(self, request: Request) -> Response:
-                return self.json(surface.status())
+                return self.json({**surface.status(), "peers": surface.peers()})
 
         class StreamView(View):
             async def get(self, request: Request) -> Any:

@@ -257,6 +257,8 @@ class OperatorSurface:
         self._subscribers: set[_Subscriber] = set()
         self._dirty_agents: set[str] = set()
         self._agent_tasks: dict[str, set[str]] = {}
+        """agent id -> its task ids; rebuilt from the table after a rebalance or restart."""
+        self._index_complete = False
         self._pushed: dict[str, dict[str, Any]] = {}
         self._recent_anomalies: deque[dict[str, Any]] = deque(maxlen=_RECENT_ANOMALIES)
         self._last_sweep = time.monotonic()
@@ -397,6 +399,7 @@ class OperatorSurface:
         for table in (self.tasks, self.heads, self.chunks):
             table.forget()
         self._agent_tasks.clear()
+        self._index_complete = False
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -422,6 +425,10 @@ class OperatorSurface:
         return [rows[agent_id] for agent_id in sorted(rows)]
 
     def agent_row(self, agent_id: str, now: int) -> AgentRow | None:
+        if not self._index_complete:  # tasks recovered from the changelog are not indexed yet
+            self._index_complete = True
+            for key, task in self.tasks.items():
+                self._agent_tasks.setdefault(task.agent_id, set()).add(key)
         task_ids = self._agent_tasks.get(agent_id) or set()
         views = [view for t in task_ids if (view := self.tasks.get(t)) is not None]
         rows = agent_rows(views, now)

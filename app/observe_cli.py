@@ -133,8 +133,9 @@ def render_trace(trace: dict[str, Any], out: TextIO) -> None:
 
     def task_line(node: dict[str, Any]) -> str:
         mark = "  <- ROOT CAUSE" if node["root_cause"] else ""
+        error = f" {node['error']}" if node.get("error") else ""
         return (
-            f"{node['agent_id']} task {node['task_id']}  [{node['status']}]  "
+            f"{node['agent_id']} task {node['task_id']}  [{node['status']}{error}]  "
             f"+{(node['started_at'] - start) / 1e6:.3f}s  {node['duration_ms']:.1f} ms  "
             f"{node['tokens']} tok  ${node['cost_usd']:.4f}{mark}"
         )

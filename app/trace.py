@@ -43,6 +43,7 @@ MAX_FINDINGS = 50
 """Detector findings remembered per chain (the first ones: they explain the incident)."""
 
 _SKIP = frozenset({"heartbeat"})
+_LIFECYCLE = frozenset({"task_start", "task_end"})
 """Liveness, not causality: heartbeats stay out of traces."""
 
 
@@ -230,7 +231,12 @@ def _root_cause(
     failures = [s for s in steps if _is_failure(s)]
     if failures:
         first = min(failures, key=lambda s: (s["at"], depths.get(s["task"], 0)))
-        return first, first.get("error") or f"{first['type']} with status {first['status']}"
+        what = first.get("error") or (
+            f"tool {first['tool']!r} failed ({first['type']}, status {first['status']})"
+            if first.get("tool")
+            else f"{first['type']} with status {first['status']}"
+        )
+        return first, what
     by_id = {s["id"]: s for s in steps}
     for finding in sorted(findings, key=lambda f: f.get("at", 0)):
         if finding.get("level", "breach") != "breach":
@@ -260,6 +266,7 @@ def build_trace(
     agents: dict[str, str] = {}
     agent_types: dict[str, str] = {}
     by_step: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    lifecycle: dict[str, list[dict[str, Any]]] = {}
     for s in ordered:
         task = s["task"]
         agents.setdefault(task, s["agent"])
@@ -267,34 +274,40 @@ def build_trace(
             agent_types.setdefault(task, s["agent_type"])
         if s.get("parent_task") and s["parent_task"] != task:
             parents.setdefault(task, s["parent_task"])
-        by_step.setdefault((task, s["step"]), []).append(s)
+        lifecycle.setdefault(task, [])
+        # The task's start and end belong to the task, not to whichever step was current.
+        if s["type"] in _LIFECYCLE:
+            lifecycle[task].append(s)
+        else:
+            by_step.setdefault((task, s["step"]), []).append(s)
     depths = _depths(parents)
     cause, cause_text = _root_cause(ordered, depths, findings)
 
-    tasks: dict[str, dict[str, Any]] = {}
+    tasks: dict[str, dict[str, Any]] = {
+        task_id: {
+            "task_id": task_id,
+            "agent_id": agents[task_id],
+            "agent_type": agent_types.get(task_id),
+            "parent_task_id": parents.get(task_id),
+            "steps": [],
+            "children": [],
+        }
+        for task_id in lifecycle
+    }
     for (task_id, index), events in by_step.items():
-        node = tasks.get(task_id)
-        if node is None:
-            node = tasks[task_id] = {
-                "task_id": task_id,
-                "agent_id": agents[task_id],
-                "agent_type": agent_types.get(task_id),
-                "parent_task_id": parents.get(task_id),
-                "steps": [],
-                "children": [],
-            }
         step = _step_node(task_id, index, events)
-        if cause is not None and (cause["task"], cause["step"]) == (task_id, index):
-            step["root_cause"] = True
-        node["steps"].append(step)
+        if cause is not None and cause["type"] not in _LIFECYCLE:
+            step["root_cause"] = (cause["task"], cause["step"]) == (task_id, index)
+        tasks[task_id]["steps"].append(step)
 
-    for node in tasks.values():
+    for task_id, node in tasks.items():
         node["steps"].sort(key=lambda s: (s["step"], s["started_at"]))
-        own = [e for s in node["steps"] for e in s["events"]]
-        end = next((e for e in own if e["type"] == "task_end"), None)
+        own = lifecycle[task_id] + [e for s in node["steps"] for e in s["events"]]
+        end = next((e for e in lifecycle[task_id] if e["type"] == "task_end"), None)
         node["started_at"] = min(e["at"] for e in own)
         node["ended_at"] = end["at"] if end else None
         node["duration_ms"] = round((max(e["at"] for e in own) - node["started_at"]) / 1000, 3)
+        node["error"] = end.get("error") if end else None
         node["tokens"] = sum(s["tokens"] for s in node["steps"])
         node["cost_usd"] = round(sum(s["cost_usd"] for s in node["steps"]), 6)
         node["status"] = (
@@ -302,7 +315,9 @@ def build_trace(
             if end
             else ("error" if any(s["status"] == "error" for s in node["steps"]) else "running")
         )
-        node["root_cause"] = any(s["root_cause"] for s in node["steps"])
+        node["root_cause"] = any(s["root_cause"] for s in node["steps"]) or (
+            cause is not None and cause["type"] in _LIFECYCLE and cause["task"] == task_id
+        )
 
     def reaches_root(task_id: str) -> bool:
         seen = set()

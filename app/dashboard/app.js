@@ -291,7 +291,7 @@ function renderTimeline(trace) {
 function renderTree(trace) {
   const list = (nodes) => el("ul", {}, ...nodes.map((node) => el("li", {},
     el("span", { class: `task${node.root_cause ? " root-cause" : ""}`, text: `${node.agent_id} task ${node.task_id.slice(0, 12)}` }),
-    el("span", { class: "muted", text: ` ${node.status} · ${node.duration_ms} ms · ${node.tokens} tok · $${node.cost_usd}` }),
+    el("span", { class: "muted", text: ` ${node.status}${node.error ? ` (${node.error})` : ""} · ${node.duration_ms} ms · ${node.tokens} tok · $${node.cost_usd}${node.root_cause && !node.steps.some((s) => s.root_cause) ? "  ← ROOT CAUSE" : ""}` }),
     el("ul", {}, ...node.steps.map((s) => el("li", { class: s.root_cause ? "root-cause" : s.status === "error" ? "step-error" : "", "data-step": `${node.task_id}:${s.step}` },
       `#${s.step} ${s.action || ""} ${s.tools.map((t) => `${t}()`).join(" ")} · ${s.duration_ms} ms · ${s.tokens} tok · ${s.status}`
       + (s.errors.length ? ` · ${s.errors.join("; ")}` : "") + (s.root_cause ? "  ← ROOT CAUSE" : "")))),

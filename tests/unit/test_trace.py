@@ -209,3 +209,20 @@ def test_a_sweep_deletes_only_idle_records_of_the_partition_being_processed() ->
     assert chains == ["old"]
     assert chunks == ["old#2", "old#3"]
     assert gone == [("t-old", "a")]
+
+
+def test_a_task_that_ends_in_error_without_an_error_event_is_the_root_cause() -> None:
+    events = [
+        chain_event("task_start", 1, "parent", "tp"),
+        chain_event("step_start", 1.5, "parent", "tp", step_index=1, action="delegate"),
+        chain_event("task_start", 2, "child", "tc", parent_task_id="tp"),
+        chain_event("task_end", 3, "child", "tc", status="error", error_type="TimeoutError"),
+        chain_event("task_end", 4, "parent", "tp", step_index=1),
+    ]
+    trace = build_trace("c1", steps_of(events))
+    [parent] = trace["roots"]
+    [child] = parent["children"]
+    assert [s["step"] for s in parent["steps"]] == [1], "start and end are not steps"
+    assert child["steps"] == [] and child["root_cause"] and not parent["root_cause"]
+    assert (child["status"], child["error"]) == ("error", "TimeoutError")
+    assert trace["root_cause"]["task_id"] == "tc"

@@ -35,6 +35,7 @@ One worker serves what its partitions hold; with several workers, ask each
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import logging
 import time
@@ -620,7 +621,7 @@ class OperatorSurface:
         # Dev mode only: the page gets the API token so one can click without pasting it.
         production = self.settings.production
         dev_token = "" if production else self.settings.api_token.get_secret_value()
-        return page.replace("{{DEV_TOKEN}}", json.dumps(dev_token)[1:-1])
+        return page.replace("{{DEV_TOKEN}}", html.escape(dev_token, quote=True))
 
     def register(self, app: faust.App) -> None:
         """Add the dashboard and the operator API to ``app``'s web server."""

@@ -1,10 +1,10 @@
-"""``trc agents | tasks | tail | trace | status | export``: the operator's command line.
+"""``trc agents | tasks | tail | trace | status | export | journal replay``: the operator's CLI.
 
 In the manner of kubectl and kcat: tables by default, ``-o json`` for scripts.
 ``agents``, ``tasks``, ``trace`` and ``status`` ask a worker's HTTP API
 (``--server``, default ``http://TRC_WEB_HOST:TRC_WEB_PORT``); ``tail`` and
 ``export`` read the broker directly (``TRC_BOOTSTRAP_SERVERS`` or
-``--bootstrap-servers``).
+``--bootstrap-servers``); ``journal replay`` sends an agent host's spill journal.
 
 Exit codes: 0 ok; 1 not found or no data; 2 usage error; 3 the service or the
 broker does not answer.
@@ -296,6 +296,13 @@ def _bootstrap(args: argparse.Namespace) -> str:
     return load_settings().bootstrap_servers
 
 
+def _security() -> dict[str, Any]:
+    """TLS and SASL options for aiokafka clients, from the TRC_* settings."""
+    from agents_bridge.settings import load_settings
+
+    return load_settings().kafka_security()
+
+
 def matches(record: dict[str, Any], kind: str, args: argparse.Namespace) -> bool:
     """The tail's filters: agent, task, chain, and type (an event type or an anomaly's detector)."""
     kinds = set(args.type or ())
@@ -350,6 +357,7 @@ async def _tail_async(args: argparse.Namespace, out: TextIO) -> int:
         auto_offset_reset="earliest",
         metadata_max_age_ms=1000,  # a new agent's topic is tailed within about a second
         request_timeout_ms=10_000,
+        **_security(),
     )
     started_us = time.time_ns() // 1000
     try:
@@ -445,6 +453,83 @@ def _export(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK if kept else EXIT_NOT_FOUND
 
 
+def _count_pending(journal: Any) -> int:
+    entries, _ = journal.read(limit=10**9)
+    return len(entries)
+
+
+async def _replay_async(args: argparse.Namespace) -> int:
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+    from tqdm import tqdm
+
+    from agents_bridge.journal import Journal
+    from agents_bridge.settings import load_settings
+
+    settings = load_settings()
+    directory = args.dir or settings.journal_dir
+    if not (directory / "journal.log").exists():
+        print(f"error: no journal in {directory}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    journal = Journal(directory, settings.journal_max_bytes)
+    total = _count_pending(journal)
+    if not total:
+        print(f"nothing to replay: the journal in {directory} is empty", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    bootstrap = _bootstrap(args)
+    security = settings.kafka_security()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", request_timeout_ms=10_000, **security
+    )
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000, **security)
+    try:
+        await asyncio.wait_for(asyncio.gather(producer.start(), admin.start()), timeout=15)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        with contextlib.suppress(Exception):
+            await asyncio.gather(producer.stop(), admin.close())
+        raise Unreachable(
+            f"the broker at {bootstrap} does not answer ({exc}); the journal is left as it was"
+        ) from None
+    created: set[str] = set()
+    sent = 0
+    try:
+        with tqdm(
+            total=total, desc=f"replaying {directory}", unit=" events", file=sys.stderr
+        ) as bar:
+            while True:
+                entries, position = journal.read(args.batch)
+                if not entries:
+                    break
+                # Brokers may have auto-creation off: the agents' topics come first.
+                for topic in {t for t, _, _ in entries} - created:
+                    with contextlib.suppress(TopicAlreadyExistsError):
+                        await admin.create_topics([NewTopic(topic, 1, settings.replication_factor)])
+                    created.add(topic)
+                futures = [
+                    await producer.send(topic, value, key=key or None)
+                    for topic, key, value in entries
+                ]
+                await asyncio.gather(*futures)
+                journal.mark_replayed(position)  # only what the broker acknowledged
+                sent += len(entries)
+                bar.update(len(entries))
+    except KafkaError as exc:
+        raise Unreachable(
+            f"the broker at {bootstrap} failed during replay ({exc}); {sent} events were "
+            "replayed, the rest stay in the journal"
+        ) from None
+    finally:
+        await producer.stop()
+        await admin.close()
+    print(f"{sent} events replayed to {bootstrap}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _replay(args: argparse.Namespace, out: TextIO) -> int:
+    return asyncio.run(_replay_async(args))
+
+
 # -- registration -----------------------------------------------------------------------------
 
 
@@ -528,3 +613,15 @@ def add_commands(subparsers: Any) -> None:
     export.add_argument("--out", type=Path, help="file to write (default: stdout)")
     export.add_argument("--timeout", type=float, default=600, help="give up after this long")
     export.set_defaults(func=_run(_export))
+
+    journal = subparsers.add_parser(
+        "journal", help="the agent-side spill journal of this host"
+    ).add_subparsers(dest="journal_command", required=True)
+    replay = journal.add_parser(
+        "replay",
+        parents=[broker],
+        help="send the journaled events to the broker now (when no agent runs to do it)",
+    )
+    replay.add_argument("--dir", type=Path, help="journal directory (default TRC_JOURNAL_DIR)")
+    replay.add_argument("--batch", type=int, default=1000, help="events per acknowledged batch")
+    replay.set_defaults(func=_run(_replay))

@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,13 @@ import aiohttp
 import pytest
 
 from agents_bridge import Monitor
+from agents_bridge.codec import codec
+from agents_bridge.journal import Journal
+from agents_bridge.topics import events_topic
 from app.worker_process import WorkerProcess
 from tests.conftest import free_port
 from tests.integration.conftest import unique
+from tests.integration.topic_reader import read_until
 
 pytestmark = pytest.mark.integration
 
@@ -250,3 +255,51 @@ async def test_trc_export_writes_an_agents_events_as_json_lines(
         trc, "export", "--bootstrap-servers", bootstrap_servers, "--agent", unique("nobody")
     )
     assert nothing.returncode == 1
+
+
+async def test_trc_journal_replay_sends_a_spilled_backlog_with_acknowledgement(
+    bootstrap_servers: str, tmp_path: Path
+) -> None:
+    agent = unique("journaled")
+    journal = Journal(tmp_path / "journal", 1 << 20)
+    ids = [uuid.uuid4().hex for _ in range(5)]
+    journal.append(
+        [
+            (
+                events_topic(agent),
+                agent.encode(),
+                codec.encode(
+                    "trc.AgentEvent",
+                    {
+                        "event_id": event_id,
+                        "event_type": "step_start",
+                        "agent_id": agent,
+                        "task_id": "t",
+                        "correlation_id": "c",
+                        "step_index": i,
+                        "emitted_at": time.time_ns() // 1000,
+                    },
+                ),
+            )
+            for i, event_id in enumerate(ids)
+        ]
+    )
+    args = ["journal", "replay", "--dir", str(tmp_path / "journal"), "--bootstrap-servers"]
+    down = await asyncio.to_thread(trc, *args, f"127.0.0.1:{free_port()}")
+    assert down.returncode == 3 and "left as it was" in down.stderr
+    assert journal.pending(), "a failed replay must keep the backlog"
+
+    done = await asyncio.to_thread(trc, *args, bootstrap_servers)
+    assert done.returncode == 0, done.stderr
+    assert "5 events replayed" in done.stderr and "replaying" in done.stderr  # the progress bar
+    assert not journal.pending()
+    records = await read_until(
+        bootstrap_servers,
+        events_topic(agent),
+        lambda seen: len(seen) >= 5,
+        what="the replayed events",
+    )
+    assert [v["event_id"] for _, v in records if v] == ids, "in order, each once"
+
+    again = await asyncio.to_thread(trc, *args, bootstrap_servers)
+    assert again.returncode == 1 and "nothing to replay" in again.stderr

@@ -384,7 +384,11 @@ class OperatorSurface:
             self.chunks.delete(key)
         for key, agent_id in tasks:
             self.tasks.delete(key)
-            self._agent_tasks.get(agent_id, set()).discard(key)
+            remaining = self._agent_tasks.get(agent_id, set())
+            remaining.discard(key)
+            if not remaining:  # the agent left the fleet view: forget what was pushed for it
+                self._agent_tasks.pop(agent_id, None)
+                self._pushed.pop(agent_id, None)
         for table in (self.tasks, self.heads, self.chunks):
             table.commit()
         if chains or tasks:

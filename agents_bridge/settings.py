@@ -53,6 +53,17 @@ class Settings(BaseSettings):
         200, ge=50, le=1000, description="How often new agent topics are looked for."
     )
     broker_session_timeout_s: float = Field(6.0, ge=1.0)
+    trace_retention_s: float = Field(
+        24 * 3600.0, gt=0, description="Chains and tasks idle this long leave the trace store."
+    )
+    trace_max_events: int = Field(
+        10_000, ge=100, description="Events the trace store keeps per chain (oldest go first)."
+    )
+    canonical_url: str | None = Field(
+        None,
+        description="URL other workers reach this one at (default http://WEB_HOST:WEB_PORT); "
+        "set it when WEB_HOST is 0.0.0.0.",
+    )
     producer_request_timeout_s: float = Field(
         10.0,
         gt=0,

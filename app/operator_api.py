@@ -11,8 +11,8 @@ partition and a restarted worker recovers them:
 * ``<app_id>-trace-heads``: correlation id -> :class:`app.trace.TraceHead`;
 * ``<app_id>-trace-chunks``: ``<correlation id>#<n>`` -> up to 100 compact steps.
 
-Bounds: :data:`TRACE_MAX_EVENTS` per chain (the oldest chunks go first), and
-chains and tasks idle for :data:`RETENTION_S` are deleted by a sweep that
+Bounds: ``TRC_TRACE_MAX_EVENTS`` per chain (the oldest chunks go first), and
+chains and tasks idle for ``TRC_TRACE_RETENTION_S`` are deleted by a sweep that
 runs in the stream (tables can only be written there).
 
 Web views (JSON unless said otherwise):
@@ -65,16 +65,12 @@ from app.trace import (
     expired,
 )
 
-__all__ = ["RETENTION_S", "TRACE_MAX_EVENTS", "OperatorSurface", "select_expired"]
+__all__ = ["OperatorSurface", "select_expired"]
 
 US = 1_000_000
 
 _log = logging.getLogger(__name__)
 
-RETENTION_S = 24 * 3600.0
-"""Chains and tasks idle this long are deleted (to become the setting TRC_TRACE_RETENTION_S)."""
-TRACE_MAX_EVENTS = 10_000
-"""Events kept per chain (to become the setting TRC_TRACE_MAX_EVENTS)."""
 _SWEEP_EVERY_S = 30.0
 _SUBSCRIBER_QUEUE = 2000
 """Messages a slow browser may lag behind before it misses some (counted, never blocking)."""
@@ -312,7 +308,7 @@ class OperatorSurface:
             open_steps,
             step,
             correlation_id=correlation_id,
-            max_events=TRACE_MAX_EVENTS,
+            max_events=self.settings.trace_max_events,
             partition=partition,
         )
         self.heads.stage(correlation_id, head)
@@ -376,7 +372,7 @@ class OperatorSurface:
             self.tasks.items(),
             now_us(),
             partition,
-            RETENTION_S,
+            self.settings.trace_retention_s,
         )
         for key in chains:
             self.heads.delete(key)
@@ -482,8 +478,8 @@ class OperatorSurface:
             "tasks": sum(row.tasks for row in rows),
             "chains": sum(1 for _ in self.heads.items()),
             "stream_subscribers": len(self._subscribers),
-            "trace_retention_s": RETENTION_S,
-            "trace_max_events": TRACE_MAX_EVENTS,
+            "trace_retention_s": self.settings.trace_retention_s,
+            "trace_max_events": self.settings.trace_max_events,
         }
 
     # -- the live stream -------------------------------------------------------------------

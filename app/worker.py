@@ -99,6 +99,7 @@ def create_app(settings: Settings) -> faust.App:
         store=settings.table_store,
         datadir=str(settings.data_dir),
         web_host=settings.web_host,
+        canonical_url=settings.canonical_url or f"http://{settings.web_host}:{settings.web_port}",
         web_port=settings.web_port,
         web_in_thread=False,
         topic_partitions=settings.partitions,

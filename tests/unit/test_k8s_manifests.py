@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -228,16 +229,22 @@ CONTAINER = POD["containers"][0]
 EXAMPLE_SECRETS = {s["metadata"]["name"]: s["stringData"] for s in _load_all(SECRET_EXAMPLE)}
 
 
+_POD_FIELDS = {"metadata.name": "trc-worker-0", "metadata.namespace": "trc"}
+
+
 def worker_env() -> dict[str, str]:
-    """The container's environment, secrets filled in from the example Secret."""
-    env = {}
+    """The container's ``TRC_*`` environment: secrets filled in from the example
+    Secret, pod fields and ``$(VAR)`` references resolved as the kubelet does."""
+    env: dict[str, str] = {}
     for var in CONTAINER["env"]:
         if "value" in var:
-            env[var["name"]] = var["value"]
+            env[var["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], var["value"])
+        elif "fieldRef" in var["valueFrom"]:
+            env[var["name"]] = _POD_FIELDS[var["valueFrom"]["fieldRef"]["fieldPath"]]
         else:
             ref = var["valueFrom"]["secretKeyRef"]
             env[var["name"]] = EXAMPLE_SECRETS[ref["name"]][ref["key"]]
-    return env
+    return {name: value for name, value in env.items() if name.startswith("TRC_")}
 
 
 def mount_path(volume: str) -> Path:
@@ -256,6 +263,7 @@ def test_the_worker_environment_is_valid_settings(monkeypatch: pytest.MonkeyPatc
     assert settings.security_protocol == "SASL_SSL"
     assert settings.table_store == "rocksdb://"
     assert settings.web_host == "0.0.0.0"
+    assert settings.canonical_url == "http://trc-worker-0.trc-worker.trc.svc:6066"
     assert settings.data_dir == mount_path("data")
     assert settings.policy_file is not None and settings.policy_file.parent == mount_path("policy")
     assert settings.ssl_cafile is not None and settings.ssl_cafile.parent == mount_path("kafka-ca")
@@ -267,7 +275,7 @@ def test_every_secret_the_manifests_use_is_in_the_example() -> None:
     refs = [
         (v["valueFrom"]["secretKeyRef"]["name"], v["valueFrom"]["secretKeyRef"]["key"])
         for v in CONTAINER["env"]
-        if "valueFrom" in v
+        if "secretKeyRef" in v.get("valueFrom", {})
     ]
     refs += [(r["name"], r["key"]) for r in the("TriggerAuthentication")["spec"]["secretTargetRef"]]
     refs += [(v["secret"]["secretName"], None) for v in POD["volumes"] if "secret" in v]

@@ -5,11 +5,14 @@
                                     "target_id", "reason", "expires_in_s"?,
                                     "force"?}`` -> 202 ``{"command_id"}``
 ``DELETE /api/commands/{type}/{id}``  clear what stands for a target (tombstone)
+``GET /api/targets/{type}/{id}``    for peer workers: does this one hold it
 ==================================  ===========================================
 
 Every call needs ``Authorization: Bearer <TRC_API_TOKEN>``. A target nobody has
 seen is refused with 404 unless ``force`` is set: a typo must not read as a
-kill that landed. Refusals are counted in ``trc_command_rejections_total``.
+kill that landed. Tasks and chains live on the worker owning their chain's
+partition, so a worker that does not hold one asks its peers. Refusals are
+counted in ``trc_command_rejections_total``.
 """
 
 from __future__ import annotations
@@ -53,11 +56,13 @@ class ControlApi:
         commands: CommandPublisher,
         metrics: Metrics,
         known_target: KnownTarget,
+        known_here: Callable[[str, str], bool],
     ) -> None:
         self._token = settings.api_token.get_secret_value().encode()
         self._commands = commands
         self._metrics = metrics
         self._known_target = known_target
+        self._known_here = known_here
         self._issuer = settings.app_id
 
     def _authorize(self, request: Request) -> str:
@@ -157,5 +162,12 @@ class ControlApi:
             async def delete(self, request: Request, target_type: str, target_id: str) -> Response:
                 return await answer(self, api.clear(request, target_type, target_id), 200)
 
+        class KnownView(View):
+            """For peers: whether this worker's partitions hold a task or chain."""
+
+            async def get(self, request: Request, target_type: str, target_id: str) -> Response:
+                return self.json({"known": api._known_here(target_type, target_id)})
+
         app.page("/api/commands")(CommandsView)
+        app.page("/api/targets/{target_type}/{target_id}")(KnownView)
         app.page("/api/commands/{target_type}/{target_id}")(TargetView)

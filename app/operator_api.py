@@ -454,6 +454,12 @@ class OperatorSurface:
         rows.sort(key=lambda r: r["started_at"] or r["last_event_at"], reverse=True)
         return rows[:limit]
 
+    def holds(self, target_type: str, target_id: str) -> bool:
+        """Whether this worker's partitions hold the task or the chain."""
+        if target_type == "task":
+            return self.tasks.get(target_id) is not None
+        return target_type == "chain" and self.heads.get(target_id) is not None
+
     def trace(self, correlation_id: str) -> dict[str, Any] | None:
         head = self.heads.get(correlation_id)
         if head is None:

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections import defaultdict
 from typing import Any
+from urllib.parse import quote
 
 import faust
 from aiokafka import ConsumerRecord
@@ -314,12 +315,14 @@ def create_app(settings: Settings) -> faust.App:
         )
 
     async def known_target(target_type: str, target_id: str) -> bool:
-        if target_type == "agent":
+        if target_type == "agent":  # agent topics are global: the cluster knows
             ingest = state["ingest"]
             return ingest is not None and await ingest.topic_exists(events_topic(target_id))
-        if target_type == "task":
-            return target_id in tasks.table
-        return target_type == "chain" and target_id in chains.table
+        if operator.holds(target_type, target_id):
+            return True
+        # Tasks and chains live in the partition of their chain: ask the other workers.
+        path = f"/api/targets/{target_type}/{quote(target_id, safe='')}"
+        return any(answer.get("known") for answer in await operator.ask_peers(path))
 
     @app.agent(by_chain)
     async def detect_by_chain(stream: Any) -> None:
@@ -401,5 +404,5 @@ def create_app(settings: Settings) -> faust.App:
     app.page("/healthz")(HealthView)
     app.page("/readyz")(ReadyView)
     operator.register(app)
-    ControlApi(settings, commands, metrics, known_target).register(app)
+    ControlApi(settings, commands, metrics, known_target, operator.holds).register(app)
     return app

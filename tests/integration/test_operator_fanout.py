@@ -15,6 +15,7 @@ import pytest
 from aiokafka.partitioner import murmur2
 
 from agents_bridge import Monitor, load_settings
+from agents_bridge.settings import DEV_API_TOKEN
 from app.worker_process import WorkerProcess
 from tests.conftest import ARTIFACTS, free_port
 from tests.integration.conftest import unique, worker_env
@@ -25,6 +26,23 @@ pytestmark = pytest.mark.integration
 def get(worker: WorkerProcess, path: str) -> tuple[int, Any]:
     try:
         with urllib.request.urlopen(worker.url(path), timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def post_command(
+    worker: WorkerProcess, kind: str, target_type: str, target_id: str
+) -> tuple[int, Any]:
+    body = {"kind": kind, "target_type": target_type, "target_id": target_id}
+    request = urllib.request.Request(
+        worker.url("/api/commands"),
+        method="POST",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {DEV_API_TOKEN}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.load(response)
     except urllib.error.HTTPError as exc:
         return exc.code, json.load(exc)
@@ -93,6 +111,13 @@ async def test_any_worker_answers_for_the_whole_deployment(
                     assert status == 200 and trace["agents"] == [agents[cid]]
                 status, tasks = get(worker, "/api/tasks?limit=1000")
                 assert set(agents.values()) <= {t["agent_id"] for t in tasks["tasks"]}
+
+            # Either worker's command API knows the chains the other one holds.
+            for worker, theirs in ((a, on_b), (b, on_a)):
+                for cid in theirs:
+                    status, answer = post_command(worker, "PAUSE", "chain", cid)
+                    assert status == 202, f"{worker.url('')} refused {cid}: {answer}"
+                    assert post_command(worker, "RESUME", "chain", cid)[0] == 202
 
             # A's live stream relays what B's partitions see.
             b_chain = sorted(on_b)[0]

@@ -108,7 +108,7 @@ def _baseline(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from app.demo import run_demo
 
-    return run_demo(port=args.port, web_port=args.web_port)
+    return run_demo(port=args.port, web_port=args.web_port, keep_running=args.keep_running)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -150,6 +150,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="embedded broker + worker + a demo fleet, live")
     demo.add_argument("--port", type=int, default=19092, help="embedded broker port")
     demo.add_argument("--web-port", type=int, default=16066, help="worker web/metrics port")
+    demo.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="keep the broker and worker up after the summary, for the dashboard and CLI",
+    )
     demo.set_defaults(func=_demo)
     observe_cli.add_commands(commands)  # agents, tasks, tail, trace, status, export
 

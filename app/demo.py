@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import statistics
 import sys
 import tempfile
@@ -39,6 +40,7 @@ class _Outcome:
     tool_calls: int = 0
     kill_latency_ms: float | None = None
     notes: list[str] = field(default_factory=list)
+    correlation_id: str = ""
 
 
 def _say(who: str, message: str) -> None:
@@ -92,6 +94,7 @@ async def _looping_agent(monitor: Monitor, outcome: _Outcome) -> None:
     ]
     try:
         async with monitor.run(outcome.agent_id) as run:
+            outcome.correlation_id = run.correlation_id
             for i in range(1, 11):
                 args = variants[(i - 1) % len(variants)]
                 run.step("search knowledge base")
@@ -161,10 +164,17 @@ async def _fleet(
     return [sync_agent, async_agent, hungry, looper], anomalies
 
 
-def run_demo(port: int = 19092, web_port: int = 16066) -> int:
-    """Run the demo; returns the process exit code."""
+def run_demo(port: int = 19092, web_port: int = 16066, keep_running: bool = False) -> int:
+    """Run the demo; returns the process exit code.
+
+    With ``keep_running`` the broker and worker stay up after the summary, for
+    the dashboard and the CLI, until Ctrl-C or SIGTERM.
+    """
     workdir = Path(tempfile.mkdtemp(prefix="trc-demo-"))
     print(f"Total Runtime Control demo (logs in {workdir})")
+    stop = threading.Event()
+    # Handlers first: Ctrl-C or SIGTERM at any point must still stop what was started.
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     broker = EmbeddedBroker(port, log_path=workdir / "broker.log")
     try:
         broker.start()
@@ -181,21 +191,42 @@ def run_demo(port: int = 19092, web_port: int = 16066) -> int:
     worker = WorkerProcess(env, workdir / "worker.log")
     try:
         worker.start()
-        _say(
-            "worker", f"detection worker ready (pid {worker.pid}, metrics {worker.url('/metrics')})"
-        )
+        _say("worker", f"detection worker ready (pid {worker.pid}, dashboard {worker.url('/')})")
         settings = load_settings(
             bootstrap_servers=broker.bootstrap_servers, journal_dir=workdir / "journal"
         )
         with Monitor(settings) as monitor:
             outcomes, anomalies = asyncio.run(_fleet(monitor, broker.bootstrap_servers))
+        code = _summarise(outcomes, anomalies)
+        if keep_running:
+            _linger(broker.bootstrap_servers, web_port, outcomes, stop)
+        return code
     except WorkerStartError as exc:
         print(f"error: detection worker did not start: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
     finally:
         worker.stop()
         broker.stop()
-    return _summarise(outcomes, anomalies)
+
+
+def _linger(
+    bootstrap_servers: str, web_port: int, outcomes: list[_Outcome], stop: threading.Event
+) -> None:
+    env = f"TRC_BOOTSTRAP_SERVERS={bootstrap_servers} TRC_WEB_PORT={web_port}"
+    looper = outcomes[-1]
+    print(
+        "\nThe broker and the worker keep running; Ctrl-C stops them. Try:\n"
+        f"  dashboard  http://127.0.0.1:{web_port}/\n"
+        f"  {env} trc agents\n"
+        f"  {env} trc trace {looper.correlation_id}\n"
+        f"  {env} trc audit\n"
+        f"  {env} trc tail --from-beginning --type anomaly",
+        flush=True,
+    )
+    while not stop.wait(0.5):
+        pass
 
 
 def _summarise(outcomes: list[_Outcome], anomalies: list[dict[str, object]]) -> int:

@@ -39,21 +39,21 @@ import html
 import json
 import logging
 import time
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
 import faust
 from aiohttp import web
 from faust.web import Request, Response, View
-from pydantic import BaseModel
 
 from agents_bridge.clock import now_us
 from agents_bridge.settings import Settings
 from app.fleet import AgentRow, TaskView, agent_rows, apply_event, task_state
+from app.state_table import JsonTable, dump_model, model_loader
 from app.trace import (
     TraceHead,
     add_finding,
@@ -118,98 +118,13 @@ def select_expired(
 V = TypeVar("V")
 
 
-def _dump_model(value: BaseModel) -> bytes:
-    return value.model_dump_json().encode()
-
-
 def _dump_json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
-class _Table(Generic[V]):
-    """A Faust table of JSON values: parsed objects in a cache, one write per key per batch.
-
-    The stream reads and updates objects; they are serialized only when a batch commits.
-    """
-
-    def __init__(
-        self,
-        app: faust.App,
-        name: str,
-        partitions: int,
-        load: Callable[[Any], V],
-        dump: Callable[[V], bytes],
-    ) -> None:
-        self.table: Any = app.Table(
-            name,
-            default=None,
-            partitions=partitions,
-            schema=faust.Schema(
-                key_type=str, value_type=bytes, key_serializer="json", value_serializer="raw"
-            ),
-        )
-        self._load, self._dump = load, dump
-        self._cache: OrderedDict[str, V] = OrderedDict()
-        self._dirty: dict[str, V] = {}
-        self._deleted: set[str] = set()
-
-    def _parse(self, raw: Any) -> V:
-        # Values we wrote are JSON bytes; values recovered from the changelog arrive
-        # already parsed by Faust's JSON codec.
-        return self._load(json.loads(raw) if isinstance(raw, bytes | str) else raw)
-
-    def get(self, key: str) -> V | None:
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        if key in self._deleted:
-            return None
-        raw = self.table.get(key)
-        if raw is None:
-            return None
-        value = self._parse(raw)
-        self._remember(key, value)
-        return value
-
-    def stage(self, key: str, value: V) -> None:
-        self._deleted.discard(key)
-        self._remember(key, value)
-        self._dirty[key] = value
-
-    def delete(self, key: str) -> None:
-        self._cache.pop(key, None)
-        self._dirty.pop(key, None)
-        self._deleted.add(key)
-
-    def commit(self) -> None:
-        """Write staged values and deletions; only from stream iteration."""
-        dirty, self._dirty = self._dirty, {}
-        deleted, self._deleted = self._deleted, set()
-        for key, value in dirty.items():
-            self.table[key] = self._dump(value)
-        for key in deleted:
-            if key in self.table:
-                del self.table[key]
-
-    def items(self) -> Iterator[tuple[str, V]]:
-        for key, raw in list(self.table.items()):
-            if key in self._deleted:
-                continue
-            value = self._dirty.get(key)
-            if value is None:
-                value = self._cache.get(key)
-            yield key, value if value is not None else self._parse(raw)
-
-    def forget(self) -> None:
-        self._cache.clear()
-        self._dirty.clear()
-        self._deleted.clear()
-
-    def _remember(self, key: str, value: Any) -> None:
-        self._cache[key] = value
-        self._cache.move_to_end(key)
-        if len(self._cache) > 20_000:
-            self._cache.popitem(last=False)
+def _load_steps(raw: Any) -> list[dict[str, Any]]:
+    # JSON as written, or the list Faust's codec parsed when recovering the changelog.
+    return list(json.loads(raw) if isinstance(raw, bytes | str) else raw)
 
 
 class _Subscriber:
@@ -242,14 +157,14 @@ class OperatorSurface:
         self.settings = settings
         self._app = app
         self._source_topic = f"{prefix}-events-by-chain"
-        self.tasks = _Table(
-            app, f"{prefix}-fleet-tasks", partitions, TaskView.model_validate, _dump_model
+        self.tasks = JsonTable(
+            app, f"{prefix}-fleet-tasks", partitions, model_loader(TaskView), dump_model, 20_000
         )
-        self.heads = _Table(
-            app, f"{prefix}-trace-heads", partitions, TraceHead.model_validate, _dump_model
+        self.heads = JsonTable(
+            app, f"{prefix}-trace-heads", partitions, model_loader(TraceHead), dump_model, 20_000
         )
-        self.chunks: _Table[list[dict[str, Any]]] = _Table(
-            app, f"{prefix}-trace-chunks", partitions, list, _dump_json
+        self.chunks = JsonTable(
+            app, f"{prefix}-trace-chunks", partitions, _load_steps, _dump_json, 20_000
         )
         self._subscribers: set[_Subscriber] = set()
         self._dirty_agents: set[str] = set()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from agents_bridge import Monitor, load_settings
+from app.broker import EmbeddedBroker
 from app.worker_process import WorkerProcess
 from tests.conftest import ARTIFACTS, free_port
 
@@ -45,3 +46,12 @@ def monitor(bootstrap_servers: str, worker: WorkerProcess) -> Iterator[Monitor]:
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def quiet_broker() -> Iterator[str]:
+    """An embedded broker of one test module: no other test's agents in its history, so
+    a new worker group has nothing old to read and its counters count this module only."""
+    log = ARTIFACTS / f"quiet-broker-{uuid.uuid4().hex[:6]}.log"
+    with EmbeddedBroker(free_port(), log_path=log) as broker:
+        yield broker.bootstrap_servers

@@ -25,7 +25,6 @@ import pytest
 import yaml
 
 from agents_bridge import AgentKilled, Monitor, load_settings
-from app.broker import EmbeddedBroker
 from app.child_lifetime import die_with_parent, terminate
 from app.worker_process import WorkerProcess
 from tests.conftest import ARTIFACTS, free_port
@@ -127,14 +126,6 @@ async def poll(
         await asyncio.sleep(0.25)
         seen = await asyncio.to_thread(probe)
     return seen
-
-
-@pytest.fixture(scope="module")
-def quiet_broker() -> Iterator[str]:
-    """A broker of this module only: with no other test's agents in its history, the
-    worker's counters and the kill alert can only come from this module's kill."""
-    with EmbeddedBroker(free_port(), log_path=ARTIFACTS / "prometheus-broker.log") as broker:
-        yield broker.bootstrap_servers
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,6 @@ import asyncio
 import json
 import logging
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -56,6 +55,7 @@ from agents_bridge.integrations.openai_agents import processor_for, run_agent
 from agents_bridge.integrations.otel import TrcSpanProcessor
 from agents_bridge.integrations.scripted_model import ScriptedModel, call, say
 from app.broker import EmbeddedBroker
+from bench.stats import summarize
 from tests.conftest import free_port
 
 MODEL_STEP_MS = 100.0
@@ -89,15 +89,6 @@ class NoopProcessor(TracingProcessor):
     def shutdown(self) -> None: ...
 
     def force_flush(self) -> None: ...
-
-
-def _stats(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {
-        "n": len(ordered),
-        "median": statistics.median(ordered),
-        "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
-    }
 
 
 # -- the agents, each runnable bare or instrumented ------------------------------------
@@ -266,14 +257,16 @@ def measure(sample: Sample, samples: int, monitor: Monitor, *, warm_up: int = 3)
         monitor.flush(10)
     return {
         "unit": "µs per step",
-        "bare": _stats(times["bare"]),
-        "framework_floor": _stats(times["floor"]),
-        "instrumented": _stats(times["ours"]),
+        "bare": summarize(times["bare"]),
+        "framework_floor": summarize(times["floor"]),
+        "instrumented": summarize(times["ours"]),
         # Each run minus the bare run just before it: robust to the machine's drift.
-        "paired_overhead": _stats(
+        "paired_overhead": summarize(
             [o - b for o, b in zip(times["ours"], times["bare"], strict=True)]
         ),
-        "paired_hooks": _stats([f - b for f, b in zip(times["floor"], times["bare"], strict=True)]),
+        "paired_hooks": summarize(
+            [f - b for f, b in zip(times["floor"], times["bare"], strict=True)]
+        ),
         "min_overhead": min(times["ours"]) - min(times["bare"]),
     }
 

@@ -20,10 +20,7 @@ import argparse
 import asyncio
 import json
 import logging
-import os
-import platform
 import queue
-import statistics
 import sys
 import tempfile
 import threading
@@ -37,17 +34,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from agents_bridge import AgentKilled, Monitor, load_settings
 from app.broker import EmbeddedBroker
 from app.worker_process import WorkerProcess
+from bench.stats import machine, summarize
 from tests.conftest import free_port
-
-
-def _stats(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {
-        "n": len(ordered),
-        "median": statistics.median(ordered),
-        "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
-        "max": ordered[-1],
-    }
 
 
 def bench_emit(monitor: Monitor, n: int = 20_000) -> dict[str, Any]:
@@ -70,8 +58,8 @@ def bench_emit(monitor: Monitor, n: int = 20_000) -> dict[str, Any]:
     monitor.flush()
     return {
         "unit": "µs",
-        "emit step event": _stats(costs),
-        "baseline queue.put_nowait": _stats(baseline),
+        "emit step event": summarize(costs),
+        "baseline queue.put_nowait": summarize(baseline),
     }
 
 
@@ -152,10 +140,10 @@ async def bench_kill(monitor: Monitor, bootstrap: str, n: int, load_agents: int)
     return {
         "unit": "ms",
         "background load": f"{load_agents} agents x 10 tool calls/s",
-        "emitted->halted, known agent": _stats([s[0] for s in known_samples]),
-        "issued->halted, known agent": _stats([s[1] for s in known_samples]),
-        "emitted->halted, new agent (discovery)": _stats([s[0] for s in new_samples]),
-        "baseline produce->consume round trip": _stats(rtt),
+        "emitted->halted, known agent": summarize([s[0] for s in known_samples]),
+        "issued->halted, known agent": summarize([s[1] for s in known_samples]),
+        "emitted->halted, new agent (discovery)": summarize([s[0] for s in new_samples]),
+        "baseline produce->consume round trip": summarize(rtt),
     }
 
 
@@ -282,10 +270,6 @@ def _bench_policy(workdir: Path) -> Path:
     return path
 
 
-def _machine() -> str:
-    return f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
-
-
 def _print_table(results: dict[str, Any]) -> None:
     print(f"\nmachine: {results['machine']}, broker: {results['broker']}")
     for name, figures in results["benchmarks"].items():
@@ -320,7 +304,7 @@ def main() -> int:
             f"unknown benchmark(s): {', '.join(sorted(unknown))}; choose emit, kill or throughput"
         )
     workdir = Path(tempfile.mkdtemp(prefix="trc-bench-"))
-    results: dict[str, Any] = {"machine": _machine(), "broker": "embedded Tansu", "benchmarks": {}}
+    results: dict[str, Any] = {"machine": machine(), "broker": "embedded Tansu", "benchmarks": {}}
     with EmbeddedBroker(free_port(), log_path=workdir / "broker.log") as broker:
         env = {
             "TRC_BOOTSTRAP_SERVERS": broker.bootstrap_servers,

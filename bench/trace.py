@@ -24,7 +24,6 @@ import io
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,17 +40,8 @@ from agents_bridge.topics import events_topic
 from app.broker import EmbeddedBroker
 from app.observe_cli import get_json, render_trace
 from app.worker_process import WorkerProcess
+from bench.stats import summarize
 from tests.conftest import free_port
-
-
-def _stats(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {
-        "n": len(ordered),
-        "median": statistics.median(ordered),
-        "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
-        "max": ordered[-1],
-    }
 
 
 def chain_events(size: int, run: str) -> tuple[str, list[dict[str, Any]]]:
@@ -172,10 +162,10 @@ def bench(sizes: list[int], repeat: int, workdir: Path) -> dict[str, Any]:
         with WorkerProcess(env, workdir / "worker.log") as worker:
             server = worker.url("")
             measures = results["measures"]
-            measures["baseline: trc --help (new process)"] = _stats(
+            measures["baseline: trc --help (new process)"] = summarize(
                 _timed(max(3, repeat // 2), lambda: _trc("--help"))
             )
-            measures["baseline: GET /healthz"] = _stats(
+            measures["baseline: GET /healthz"] = summarize(
                 _timed(repeat, lambda: urllib.request.urlopen(worker.url("/healthz")).read())
             )
             for size in sizes:
@@ -189,16 +179,16 @@ def bench(sizes: list[int], repeat: int, workdir: Path) -> dict[str, Any]:
                 def in_process(cid: str = correlation_id) -> None:
                     render_trace(get_json(server, f"/api/trace/{cid}"), io.StringIO())
 
-                measures[f"{size:,} events: trc trace (new process)"] = _stats(
+                measures[f"{size:,} events: trc trace (new process)"] = summarize(
                     _timed(
                         max(3, repeat // 2),
                         lambda c=correlation_id: _trc("trace", c, "--server", server),
                     )
                 )
-                measures[f"{size:,} events: trc trace (in process)"] = _stats(
+                measures[f"{size:,} events: trc trace (in process)"] = summarize(
                     _timed(repeat, in_process)
                 )
-                measures[f"{size:,} events: GET /api/trace"] = _stats(
+                measures[f"{size:,} events: GET /api/trace"] = summarize(
                     _timed(repeat, lambda p=path: urllib.request.urlopen(server + p).read())
                 )
                 print(f"  {size:,} events measured", file=sys.stderr)

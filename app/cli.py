@@ -55,14 +55,13 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _baseline(args: argparse.Namespace) -> int:
-    import asyncio
 
     import tomli_w
     from tqdm import tqdm
 
     from app.baseline import profile_tasks, thresholds
     from app.policy.config import PolicyError, parse_policy
-    from app.recordings import read_file, read_topics
+    from app.recordings import read_file, read_topics_with_progress
 
     if args.file:
         with tqdm(desc="reading", unit=" events", file=sys.stderr) as bar:
@@ -71,17 +70,7 @@ def _baseline(args: argparse.Namespace) -> int:
                 events.append(event)
                 bar.update()
     else:
-        bootstrap = load_settings().bootstrap_servers
-        with tqdm(
-            desc=f"reading trc.events.* from {bootstrap}", unit=" events", file=sys.stderr
-        ) as bar:
-
-            def progress(done: int, total: int) -> None:
-                bar.total = total
-                bar.n = done
-                bar.refresh()
-
-            events = asyncio.run(read_topics(bootstrap, progress))
+        events = read_topics_with_progress(load_settings().bootstrap_servers)
     tasks = profile_tasks(tqdm(events, desc="profiling", unit=" events", file=sys.stderr))
     overrides = thresholds(tasks, headroom=args.headroom, min_tasks=args.min_tasks)
     document = {"agent_types": overrides}

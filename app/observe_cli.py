@@ -421,26 +421,17 @@ def _tail(args: argparse.Namespace, out: TextIO) -> int:
 def _export(args: argparse.Namespace, out: TextIO) -> int:
     from tqdm import tqdm
 
-    from app.recordings import read_topics
+    from app.recordings import read_topics_with_progress
 
     bootstrap = _bootstrap(args)
-    with tqdm(
-        desc=f"reading trc.events.* from {bootstrap}", unit=" events", file=sys.stderr
-    ) as bar:
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
-        try:
-            events = asyncio.run(asyncio.wait_for(read_topics(bootstrap, progress), args.timeout))
-        except (OSError, TimeoutError) as exc:
+    try:
+        events = read_topics_with_progress(bootstrap, args.timeout)
+    except (OSError, TimeoutError) as exc:
+        raise Unreachable(f"the broker at {bootstrap} does not answer ({exc})") from None
+    except Exception as exc:
+        if type(exc).__module__.startswith("aiokafka"):
             raise Unreachable(f"the broker at {bootstrap} does not answer ({exc})") from None
-        except Exception as exc:
-            if type(exc).__module__.startswith("aiokafka"):
-                raise Unreachable(f"the broker at {bootstrap} does not answer ({exc})") from None
-            raise
+        raise
     kept = [e for e in events if matches(e, "event", args)]
     target = open(args.out, "w") if args.out else out  # noqa: SIM115 - closed below
     try:

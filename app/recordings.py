@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -14,7 +16,7 @@ from aiokafka import AIOKafkaClient, AIOKafkaConsumer, TopicPartition
 from agents_bridge.codec import DecodeError, codec
 from agents_bridge.topics import EVENTS_PATTERN
 
-__all__ = ["read_file", "read_topics"]
+__all__ = ["read_file", "read_topics", "read_topics_with_progress"]
 
 Progress = Callable[[int, int], None]
 """(records done, records in all) -> None."""
@@ -78,3 +80,21 @@ async def read_topics(bootstrap_servers: str, progress: Progress) -> list[dict[s
         return events
     finally:
         await consumer.stop()
+
+
+def read_topics_with_progress(
+    bootstrap_servers: str, timeout_s: float | None = None
+) -> list[dict[str, Any]]:
+    """:func:`read_topics` from synchronous code, with a progress bar on stderr."""
+    from tqdm import tqdm
+
+    with tqdm(
+        desc=f"reading trc.events.* from {bootstrap_servers}", unit=" events", file=sys.stderr
+    ) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        return asyncio.run(asyncio.wait_for(read_topics(bootstrap_servers, progress), timeout_s))

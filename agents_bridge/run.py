@@ -28,7 +28,7 @@ __all__ = ["AgentKilled", "AgentRun", "RunSettings", "ToolCall"]
 
 
 class AgentKilled(Exception):
-    """Raised at the next step or tool boundary after a KILL reached this run."""
+    """Raised at the next step or tool boundary once a KILL (or a ROLLBACK) reached this run."""
 
     def __init__(self, command: Record) -> None:
         reason = command.get("reason") or "no reason"

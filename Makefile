@@ -27,6 +27,8 @@ test: lint
 bench: $(VENV)/.installed
 	$(BIN)/python -m bench.run --json bench/results/latest.json
 	$(BIN)/python -m bench.integrations --json bench/results/integrations.json
+	$(BIN)/python -m bench.bridge --json bench/results/bridge.json
+	$(BIN)/python -m bench.trace --json bench/results/trace.json
 
 clean:
 	rm -rf $(VENV) test-artifacts .trc-data

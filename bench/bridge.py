@@ -1,0 +1,202 @@
+"""The agent bridge alone: emission cost, producer throughput, journal spill and replay.
+
+    python -m bench.bridge [--events 20000] [--json out.json]
+
+emit      - cost of one emit on the agent's thread with 1, 10 and 100 agents in one
+            process (asyncio tasks on one loop, the usual shape of an agent server)
+            while the background producer is sending; target p99 < 50 µs.
+            Baseline: queue.Queue.put_nowait of the same dict, same run.
+producer  - events/s one process gets acknowledged by the broker (acks=all),
+            from the first emit until flush() returns.
+            Baseline: a bare AIOKafkaProducer sending pre-encoded events.
+journal   - with no broker: events/s spilled to the journal; then, once a broker
+            answers on that port, events/s replayed from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import queue
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from agents_bridge import Monitor, load_settings
+from agents_bridge.codec import codec
+from app.broker import EmbeddedBroker
+from bench.stats import machine, summarize
+from tests.conftest import free_port
+
+_STEP = {"action": "act", "input_summary": "what the agent does next"}
+
+
+async def _agents_emit(monitor: Monitor, agents: int, events: int) -> list[float]:
+    """``agents`` asyncio tasks emitting ``events`` step events in all; µs per emit."""
+    costs: list[float] = []
+    per_agent = max(1, events // agents)
+
+    async def agent(index: int) -> None:
+        async with monitor.run(f"bench-bridge-{agents}-{index}-{uuid.uuid4().hex[:4]}") as run:
+            for _ in range(per_agent):
+                started = time.perf_counter_ns()
+                run.step(**_STEP)
+                costs.append((time.perf_counter_ns() - started) / 1000)
+                await asyncio.sleep(0)  # agents take turns, as awaiting a model would
+
+    await asyncio.gather(*(agent(i) for i in range(agents)))
+    return costs
+
+
+def bench_emit(bootstrap: str, workdir: Path, events: int) -> dict[str, Any]:
+    results: dict[str, Any] = {"unit": "µs"}
+    settings = load_settings(bootstrap_servers=bootstrap, journal_dir=workdir / "journal-emit")
+    with Monitor(settings) as monitor:
+        for agents in (1, 10, 100):
+            costs = asyncio.run(_agents_emit(monitor, agents, events))
+            results[f"emit, {agents} agent(s) in one process"] = summarize(costs)
+            monitor.flush(60)
+    baseline_queue: queue.Queue[dict[str, Any]] = queue.Queue()
+    baseline = []
+    for i in range(events):
+        record = {"event_id": uuid.uuid4().hex, "step_index": i, "emitted_at": time.time_ns()}
+        started = time.perf_counter_ns()
+        baseline_queue.put_nowait(record)
+        baseline.append((time.perf_counter_ns() - started) / 1000)
+    results["baseline queue.put_nowait"] = summarize(baseline)
+    return results
+
+
+async def _bare_producer_rate(bootstrap: str, events: int) -> float:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
+    await producer.start()
+    topic = f"trc.events.bench-bare-{uuid.uuid4().hex[:6]}"
+    value = codec.encode(
+        "trc.AgentEvent",
+        {
+            "event_id": uuid.uuid4().hex,
+            "event_type": "step_start",
+            "agent_id": "bench-bare",
+            "task_id": "t",
+            "correlation_id": "t",
+            "emitted_at": time.time_ns() // 1000,
+            **_STEP,
+        },
+    )
+    try:
+        await producer.send_and_wait(topic, value)  # the topic exists before timing
+        started = time.perf_counter()
+        futures = [await producer.send(topic, value, key=b"bench-bare") for _ in range(events)]
+        await asyncio.gather(*futures)
+        return events / (time.perf_counter() - started)
+    finally:
+        await producer.stop()
+
+
+def bench_producer(bootstrap: str, workdir: Path, events: int) -> dict[str, Any]:
+    settings = load_settings(bootstrap_servers=bootstrap, journal_dir=workdir / "journal-rate")
+    with Monitor(settings) as monitor:
+        with monitor.run("bench-bridge-warmup") as run:
+            run.step(**_STEP)
+        monitor.flush(30)
+        sent_before = monitor.stats()["sent"]
+        started = time.perf_counter()
+        with monitor.run(f"bench-bridge-rate-{uuid.uuid4().hex[:4]}") as run:
+            for _ in range(events):
+                run.step(**_STEP)
+        assert monitor.flush(120), "the producer did not drain within 120 s"
+        elapsed = time.perf_counter() - started
+        sent = monitor.stats()["sent"] - sent_before
+    return {
+        "unit": "events/s",
+        "bridge: emitted -> acknowledged by the broker": (
+            f"{sent / elapsed:,.0f}/s ({sent:,} events)"
+        ),
+        "baseline: bare AIOKafkaProducer, pre-encoded": (
+            f"{asyncio.run(_bare_producer_rate(bootstrap, events)):,.0f}/s"
+        ),
+    }
+
+
+def bench_journal(workdir: Path, events: int) -> dict[str, Any]:
+    port = free_port()
+    settings = load_settings(
+        bootstrap_servers=f"127.0.0.1:{port}",
+        journal_dir=workdir / "journal-outage",
+        send_timeout_s=1.0,
+        control_attach_timeout_s=0,
+        flush_timeout_s=120,
+    )
+    with Monitor(settings) as monitor:
+        started = time.perf_counter()
+        with monitor.run(f"bench-bridge-outage-{uuid.uuid4().hex[:4]}") as run:
+            for _ in range(events):
+                run.step(**_STEP)
+        assert monitor.flush(120), "the events were not journaled within 120 s"
+        spill_s = time.perf_counter() - started
+        spilled = monitor.stats()["spilled"]
+        with EmbeddedBroker(port, log_path=workdir / "broker-outage.log"):
+            started = time.perf_counter()
+            deadline = started + 300
+            while monitor.stats()["journal_backlog"] and time.perf_counter() < deadline:
+                time.sleep(0.05)
+            replay_s = time.perf_counter() - started
+            replayed = monitor.stats()["replayed"]
+    return {
+        "unit": "events/s",
+        "spilled to the journal (no broker)": f"{spilled / spill_s:,.0f}/s ({spilled:,} events)",
+        "replayed once the broker answers (incl. reconnect)": (
+            f"{replayed / replay_s:,.0f}/s ({replayed:,} events)"
+        ),
+    }
+
+
+def _print_table(results: dict[str, Any]) -> None:
+    print(f"\nmachine: {results['machine']}, broker: {results['broker']}")
+    for name, figures in results["benchmarks"].items():
+        print(f"\n{name} ({figures['unit']})")
+        for label, value in figures.items():
+            if isinstance(value, dict):
+                print(
+                    f"  {label:<44} n={value['n']:>6}  median {value['median']:>8.2f}"
+                    f"  p99 {value['p99']:>8.2f}  max {value['max']:>9.2f}"
+                )
+            elif label != "unit":
+                print(f"  {label:<44} {value}")
+
+
+def main() -> int:
+    logging.getLogger("agents_bridge").setLevel(logging.ERROR)  # the outage is on purpose
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--json", type=Path, help="also write the JSON here")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="trc-bench-bridge-"))
+    results: dict[str, Any] = {"machine": machine(), "broker": "embedded Tansu", "benchmarks": {}}
+    with EmbeddedBroker(free_port(), log_path=workdir / "broker.log") as broker:
+        print("emit...", file=sys.stderr)
+        results["benchmarks"]["emit"] = bench_emit(broker.bootstrap_servers, workdir, args.events)
+        print("producer...", file=sys.stderr)
+        results["benchmarks"]["producer"] = bench_producer(
+            broker.bootstrap_servers, workdir, args.events * 5
+        )
+    print("journal...", file=sys.stderr)
+    results["benchmarks"]["journal"] = bench_journal(workdir, args.events * 5)
+    _print_table(results)
+    print(json.dumps(results, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from agents_bridge.codec import Record, codec
+from agents_bridge.codec import Record
 from agents_bridge.settings import Settings, load_settings
 from agents_bridge.topics import AUDIT
 
@@ -132,31 +132,16 @@ def audit_rows(records: Iterable[Record]) -> list[dict[str, Any]]:
 
 
 async def _read_audit(settings: Settings, timeout_s: float) -> list[Record]:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from app.recordings import read_records
 
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        enable_auto_commit=False,
+    records = await read_records(
+        settings.bootstrap_servers,
+        lambda topic: topic == AUDIT,
+        "trc.AuditRecord",
         request_timeout_ms=int(timeout_s * 1000),
         **settings.kafka_security(),
     )
-    await asyncio.wait_for(consumer.start(), timeout_s)
-    try:
-        await consumer.topics()  # fetches the metadata of every topic, the audit trail's too
-        partitions = [TopicPartition(AUDIT, p) for p in consumer.partitions_for_topic(AUDIT) or ()]
-        if not partitions:
-            return []
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        end = await consumer.end_offsets(partitions)
-        records: list[Record] = []
-        while any([await consumer.position(tp) < end[tp] for tp in partitions]):
-            for batch in (await consumer.getmany(timeout_ms=500)).values():
-                for message in batch:
-                    records.append(codec.decode(message.value or b"", expect="trc.AuditRecord")[1])
-        return sorted(records, key=lambda r: r["at"])
-    finally:
-        await consumer.stop()
+    return sorted(records, key=lambda r: r["at"])
 
 
 def _audit(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaClient, AIOKafkaConsumer, TopicPartition
 from agents_bridge.codec import DecodeError, codec
 from agents_bridge.topics import EVENTS_PATTERN
 
-__all__ = ["read_file", "read_topics", "read_topics_with_progress"]
+__all__ = ["read_file", "read_records", "read_topics", "read_topics_with_progress"]
 
 Progress = Callable[[int, int], None]
 """(records done, records in all) -> None."""
@@ -38,9 +38,16 @@ def read_file(path: Path) -> Iterator[dict[str, Any]]:
                     raise ValueError(f"{path}:{number}: not a JSON object: {exc}") from None
 
 
-async def read_topics(bootstrap_servers: str, progress: Progress) -> list[dict[str, Any]]:
-    """Every decodable event on ``trc.events.*`` up to the end offsets seen at the start."""
-    metadata = AIOKafkaClient(bootstrap_servers=bootstrap_servers)
+async def read_records(
+    bootstrap_servers: str,
+    select: Callable[[str], object],
+    expect: str,
+    progress: Progress = lambda done, total: None,
+    **client_options: Any,
+) -> list[dict[str, Any]]:
+    """Every decodable ``expect`` record of the topics ``select`` picks, up to the end
+    offsets seen at the start. ``client_options`` go to the Kafka clients (TLS, SASL)."""
+    metadata = AIOKafkaClient(bootstrap_servers=bootstrap_servers, **client_options)
     await metadata.bootstrap()
     try:
         cluster = await metadata.fetch_all_metadata()
@@ -48,15 +55,17 @@ async def read_topics(bootstrap_servers: str, progress: Progress) -> list[dict[s
         await metadata.close()
     partitions = [
         TopicPartition(topic, p)
-        for topic in sorted(t for t in cluster.topics() if EVENTS_PATTERN.match(t))
+        for topic in sorted(t for t in cluster.topics() if select(t))
         for p in sorted(cluster.partitions_for_topic(topic) or ())
     ]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, **client_options
+    )
     await consumer.start()
-    events: list[dict[str, Any]] = []
+    records: list[dict[str, Any]] = []
     try:
         if not partitions:
-            return events
+            return records
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         starts = {tp: await consumer.position(tp) for tp in partitions}
@@ -66,20 +75,25 @@ async def read_topics(bootstrap_servers: str, progress: Progress) -> list[dict[s
         done = 0
         while pending:
             batches = await consumer.getmany(*pending, timeout_ms=500)
-            for tp, records in batches.items():
+            for tp, batch in batches.items():
                 # No cut at ends[tp]: Tansu reports an end offset inside the last record
-                # batch (one per batch, not per record), so a cut there loses events.
-                for record in records:
+                # batch (one per batch, not per record), so a cut there loses records.
+                for record in batch:
                     done += 1
-                    # Undecodable records are the worker's to dead-letter; a baseline skips them.
+                    # Undecodable records are the worker's to dead-letter; readers skip them.
                     with contextlib.suppress(DecodeError):
-                        events.append(codec.decode(record.value or b"", expect="trc.AgentEvent")[1])
-                if records and records[-1].offset + 1 >= ends[tp]:
+                        records.append(codec.decode(record.value or b"", expect=expect)[1])
+                if batch and batch[-1].offset + 1 >= ends[tp]:
                     pending.discard(tp)
             progress(done, total)
-        return events
+        return records
     finally:
         await consumer.stop()
+
+
+async def read_topics(bootstrap_servers: str, progress: Progress) -> list[dict[str, Any]]:
+    """Every decodable event on ``trc.events.*`` up to the end offsets seen at the start."""
+    return await read_records(bootstrap_servers, EVENTS_PATTERN.match, "trc.AgentEvent", progress)
 
 
 def read_topics_with_progress(

@@ -70,7 +70,8 @@ def _baseline(args: argparse.Namespace) -> int:
                 events.append(event)
                 bar.update()
     else:
-        events = read_topics_with_progress(load_settings().bootstrap_servers)
+        settings = load_settings()
+        events = read_topics_with_progress(settings.bootstrap_servers, **settings.kafka_security())
     tasks = profile_tasks(tqdm(events, desc="profiling", unit=" events", file=sys.stderr))
     overrides = thresholds(tasks, headroom=args.headroom, min_tasks=args.min_tasks)
     document = {"agent_types": overrides}

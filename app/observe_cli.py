@@ -421,11 +421,14 @@ def _tail(args: argparse.Namespace, out: TextIO) -> int:
 def _export(args: argparse.Namespace, out: TextIO) -> int:
     from tqdm import tqdm
 
+    from agents_bridge.settings import load_settings
     from app.recordings import read_topics_with_progress
 
     bootstrap = _bootstrap(args)
     try:
-        events = read_topics_with_progress(bootstrap, args.timeout)
+        events = read_topics_with_progress(
+            bootstrap, args.timeout, **load_settings().kafka_security()
+        )
     except (OSError, TimeoutError) as exc:
         raise Unreachable(f"the broker at {bootstrap} does not answer ({exc})") from None
     except Exception as exc:

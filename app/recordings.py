@@ -91,13 +91,17 @@ async def read_records(
         await consumer.stop()
 
 
-async def read_topics(bootstrap_servers: str, progress: Progress) -> list[dict[str, Any]]:
+async def read_topics(
+    bootstrap_servers: str, progress: Progress, **client_options: Any
+) -> list[dict[str, Any]]:
     """Every decodable event on ``trc.events.*`` up to the end offsets seen at the start."""
-    return await read_records(bootstrap_servers, EVENTS_PATTERN.match, "trc.AgentEvent", progress)
+    return await read_records(
+        bootstrap_servers, EVENTS_PATTERN.match, "trc.AgentEvent", progress, **client_options
+    )
 
 
 def read_topics_with_progress(
-    bootstrap_servers: str, timeout_s: float | None = None
+    bootstrap_servers: str, timeout_s: float | None = None, **client_options: Any
 ) -> list[dict[str, Any]]:
     """:func:`read_topics` from synchronous code, with a progress bar on stderr."""
     from tqdm import tqdm
@@ -111,4 +115,5 @@ def read_topics_with_progress(
             bar.n = done
             bar.refresh()
 
-        return asyncio.run(asyncio.wait_for(read_topics(bootstrap_servers, progress), timeout_s))
+        reading = read_topics(bootstrap_servers, progress, **client_options)
+        return asyncio.run(asyncio.wait_for(reading, timeout_s))

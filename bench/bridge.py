@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import queue
 import sys
@@ -32,7 +31,7 @@ from aiokafka import AIOKafkaProducer
 from agents_bridge import Monitor, load_settings
 from agents_bridge.codec import codec
 from app.broker import EmbeddedBroker
-from bench.stats import machine, summarize
+from bench.stats import machine, report, summarize
 from tests.conftest import free_port
 
 _STEP = {"action": "act", "input_summary": "what the agent does next"}
@@ -158,20 +157,6 @@ def bench_journal(workdir: Path, events: int) -> dict[str, Any]:
     }
 
 
-def _print_table(results: dict[str, Any]) -> None:
-    print(f"\nmachine: {results['machine']}, broker: {results['broker']}")
-    for name, figures in results["benchmarks"].items():
-        print(f"\n{name} ({figures['unit']})")
-        for label, value in figures.items():
-            if isinstance(value, dict):
-                print(
-                    f"  {label:<44} n={value['n']:>6}  median {value['median']:>8.2f}"
-                    f"  p99 {value['p99']:>8.2f}  max {value['max']:>9.2f}"
-                )
-            elif label != "unit":
-                print(f"  {label:<44} {value}")
-
-
 def main() -> int:
     logging.getLogger("agents_bridge").setLevel(logging.ERROR)  # the outage is on purpose
     parser = argparse.ArgumentParser(
@@ -191,11 +176,7 @@ def main() -> int:
         )
     print("journal...", file=sys.stderr)
     results["benchmarks"]["journal"] = bench_journal(workdir, args.events * 5)
-    _print_table(results)
-    print(json.dumps(results, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    return 0
+    return report(results, args.json)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import platform
 import sys
@@ -55,7 +54,7 @@ from agents_bridge.integrations.openai_agents import processor_for, run_agent
 from agents_bridge.integrations.otel import TrcSpanProcessor
 from agents_bridge.integrations.scripted_model import ScriptedModel, call, say
 from app.broker import EmbeddedBroker
-from bench.stats import summarize
+from bench.stats import report, summarize
 from tests.conftest import free_port
 
 MODEL_STEP_MS = 100.0
@@ -390,11 +389,7 @@ def main() -> int:
                     print(f"{name}: {MODEL_STEP_MS:g} ms model...", file=sys.stderr)
                     slow = factories[name](monitor, slow_steps, MODEL_STEP_MS / 1000)
                     results["slow_model"][name] = slow_model(slow, args.slow_samples, monitor)
-    _print_table(results)
-    print(json.dumps(results, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    return 0
+    return report(results, args.json, _print_table)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import queue
 import sys
@@ -34,7 +33,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from agents_bridge import AgentKilled, Monitor, load_settings
 from app.broker import EmbeddedBroker
 from app.worker_process import WorkerProcess
-from bench.stats import machine, summarize
+from bench.stats import machine, report, summarize
 from tests.conftest import free_port
 
 
@@ -270,22 +269,6 @@ def _bench_policy(workdir: Path) -> Path:
     return path
 
 
-def _print_table(results: dict[str, Any]) -> None:
-    print(f"\nmachine: {results['machine']}, broker: {results['broker']}")
-    for name, figures in results["benchmarks"].items():
-        unit = figures["unit"]
-        print(f"\n{name} ({unit})")
-        print(f"  {'measure':<42} {'n':>7} {'median':>10} {'p99':>10} {'max':>10}")
-        for label, s in figures.items():
-            if isinstance(s, dict):
-                print(
-                    f"  {label:<42} {s['n']:>7} {s['median']:>10.2f} {s['p99']:>10.2f}"
-                    f" {s['max']:>10.2f}"
-                )
-            elif label != "unit":
-                print(f"  {label}: {s}")
-
-
 def main() -> int:
     logging.getLogger("agents_bridge").setLevel(logging.ERROR)  # one line per kill otherwise
     parser = argparse.ArgumentParser(
@@ -337,11 +320,7 @@ def main() -> int:
             results["benchmarks"]["throughput"] = bench_throughput(
                 broker.bootstrap_servers, workdir, 100, max(3, args.events // 100)
             )
-    _print_table(results)
-    print(json.dumps(results, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    return 0
+    return report(results, args.json)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,16 @@
-"""Summaries every benchmark reports: sample count, median, p99 and max."""
+"""What every benchmark reports: sample summaries, the machine, a table and the JSON."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-__all__ = ["machine", "summarize"]
+__all__ = ["machine", "print_summaries", "report", "summarize"]
 
 
 def summarize(samples: list[float]) -> dict[str, float]:
@@ -23,3 +27,33 @@ def summarize(samples: list[float]) -> dict[str, float]:
 def machine() -> str:
     """The machine the figures come from, for the report."""
     return f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def print_summaries(results: dict[str, Any]) -> None:
+    """The table of ``{"benchmarks": {name: {"unit": ..., label: summary or text}}}``."""
+    print(f"\nmachine: {results['machine']}, broker: {results['broker']}")
+    for name, figures in results["benchmarks"].items():
+        print(f"\n{name} ({figures['unit']})")
+        print(f"  {'measure':<46} {'n':>7} {'median':>10} {'p99':>10} {'max':>10}")
+        for label, value in figures.items():
+            if isinstance(value, dict):
+                print(
+                    f"  {label:<46} {value['n']:>7} {value['median']:>10.2f}"
+                    f" {value['p99']:>10.2f} {value['max']:>10.2f}"
+                )
+            elif label != "unit":
+                print(f"  {label:<46} {value}")
+
+
+def report(
+    results: dict[str, Any],
+    json_path: Path | None,
+    table: Callable[[dict[str, Any]], None] = print_summaries,
+) -> int:
+    """Print the readable table and the JSON (also to ``json_path``); the exit code."""
+    table(results)
+    text = json.dumps(results, indent=2)
+    print(text)
+    if json_path:
+        json_path.write_text(text + "\n")
+    return 0

@@ -21,9 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -40,7 +37,7 @@ from agents_bridge.topics import events_topic
 from app.broker import EmbeddedBroker
 from app.observe_cli import get_json, render_trace
 from app.worker_process import WorkerProcess
-from bench.stats import summarize
+from bench.stats import machine, report, summarize
 from tests.conftest import free_port
 
 
@@ -141,8 +138,7 @@ def _trc(*args: str) -> None:
 
 def bench(sizes: list[int], repeat: int, workdir: Path) -> dict[str, Any]:
     results: dict[str, Any] = {
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}",
+        "machine": machine(),
         "broker": "embedded Tansu",
         "unit": "ms",
         "target": "trc trace of a 1,000-event chain under 1,000 ms",
@@ -212,13 +208,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the JSON here")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="trc-bench-trace-"))
-    results = bench(args.sizes, args.repeat, workdir)
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
-    print_table(results)
-    return 0
+    return report(bench(args.sizes, args.repeat, workdir), args.json, print_table)
 
 
 if __name__ == "__main__":

@@ -106,8 +106,8 @@ class CommandPublisher:
         await self._started().send_and_wait(
             CONTROL, codec.encode(_COMMAND, signed), key=command_key(signed)
         )
-        # Not awaited: the kill is out; the audit line must not delay what follows.
-        await self._audit_soon(
+        # Not waited for: the kill is out; the audit line must not delay what follows.
+        await self.audit(
             audit_record(
                 "issued",
                 command_id=signed["command_id"],
@@ -116,7 +116,8 @@ class CommandPublisher:
                 target_id=signed["target_id"],
                 issuer=signed["issuer"],
                 reason=signed["reason"],
-            )
+            ),
+            wait=False,
         )
         return signed
 
@@ -134,17 +135,19 @@ class CommandPublisher:
             )
         )
 
-    async def _audit_soon(self, record: Record) -> None:
+    async def audit(self, record: Record, *, wait: bool = True) -> None:
+        """Append ``record`` to the audit trail.
+
+        With ``wait`` a failed send raises (the caller reports it); without, the
+        record is only queued and a failure is logged.
+        """
         sent = await self._started().send(
             AUDIT, codec.encode(_AUDIT, record), key=(record.get("command_id") or "").encode()
         )
-        sent.add_done_callback(_log_failure)
-
-    async def audit(self, record: Record) -> None:
-        """Append ``record`` to the audit trail (a failed send raises: the caller reports it)."""
-        await self._started().send_and_wait(
-            AUDIT, codec.encode(_AUDIT, record), key=(record.get("command_id") or "").encode()
-        )
+        if wait:
+            await sent
+        else:
+            sent.add_done_callback(_log_failure)
 
 
 def _log_failure(sent: asyncio.Future[object]) -> None:

@@ -21,15 +21,11 @@ from typing import Any
 from agents_bridge.codec import Record
 from agents_bridge.settings import Settings, load_settings
 from agents_bridge.topics import AUDIT
+from app.observe_cli import EXIT_NOT_FOUND, EXIT_OK, EXIT_UNREACHABLE, server_url, table
 
 __all__ = ["add_commands", "audit_rows"]
 
-_EXIT_REFUSED, _EXIT_UNREACHABLE = 1, 3
 _TARGETS = ("agent", "task", "chain")
-
-
-def _server(args: argparse.Namespace, settings: Settings) -> str:
-    return (args.server or f"http://{settings.web_host}:{settings.web_port}").rstrip("/")
 
 
 def _target(args: argparse.Namespace) -> tuple[str, str]:
@@ -61,7 +57,7 @@ def _call(method: str, url: str, token: str, body: dict[str, Any] | None) -> tup
 
 def _command(args: argparse.Namespace) -> int:
     settings = load_settings()
-    server = _server(args, settings)
+    server = server_url(args)
     target_type, target_id = _target(args)
     token = settings.api_token.get_secret_value()
     try:
@@ -82,17 +78,17 @@ def _command(args: argparse.Namespace) -> int:
             status, answer = _call("POST", f"{server}/api/commands", token, body)
     except (urllib.error.URLError, OSError) as exc:
         print(f"error: the trc service at {server} does not answer ({exc})", file=sys.stderr)
-        return _EXIT_UNREACHABLE
+        return EXIT_UNREACHABLE
     if status >= 400:
         print(f"error: {answer.get('error', answer)}", file=sys.stderr)
-        return _EXIT_UNREACHABLE if status == 503 else _EXIT_REFUSED
+        return EXIT_UNREACHABLE if status == 503 else EXIT_NOT_FOUND
     if args.output == "json":
         print(json.dumps(answer))
     elif args.kind == "CLEAR":
         print(f"{target_type}/{target_id} cleared")
     else:
         print(f"{args.kind.lower()} {target_type}/{target_id} issued: {answer['command_id']}")
-    return 0
+    return EXIT_OK
 
 
 def audit_rows(records: Iterable[Record]) -> list[dict[str, Any]]:
@@ -155,34 +151,35 @@ def _audit(args: argparse.Namespace) -> int:
             f"error: the broker at {settings.bootstrap_servers} does not answer ({exc})",
             file=sys.stderr,
         )
-        return _EXIT_UNREACHABLE
+        return EXIT_UNREACHABLE
     rows = audit_rows(records)
     if args.output == "json":
         print(json.dumps(rows))
-        return 0
+        return EXIT_OK
     if not rows:
         print("no commands yet", file=sys.stderr)
-        return _EXIT_REFUSED
+        return EXIT_NOT_FOUND
     header = ("TIME", "COMMAND", "KIND", "TARGET", "ISSUER", "ACKS", "REJECTED", "LATENCY")
-    table = [header]
-    for row in rows:
-        latency = row.get("median_latency_ms")
-        table.append(
+    table(
+        header,
+        (
             (
                 datetime.fromtimestamp(row["at"] / 1e6, UTC).strftime("%H:%M:%S"),
                 (row.get("command_id") or "-")[:12],
                 row["kind"],
                 row["target"],
                 row.get("issuer", ""),
-                str(len(row.get("acks", []))),
-                str(len(row.get("rejections", []))),
-                f"{latency:.1f} ms" if latency is not None else "-",
+                len(row.get("acks", [])),
+                len(row.get("rejections", [])),
+                f"{row['median_latency_ms']:.1f} ms"
+                if row.get("median_latency_ms") is not None
+                else "-",
             )
-        )
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    for line in table:
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
-    return 0
+            for row in rows
+        ),
+        sys.stdout,
+    )
+    return EXIT_OK
 
 
 def add_commands(commands: Any) -> None:

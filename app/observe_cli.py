@@ -27,7 +27,14 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["EXIT_NOT_FOUND", "EXIT_OK", "EXIT_UNREACHABLE", "add_commands"]
+__all__ = [
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "EXIT_UNREACHABLE",
+    "add_commands",
+    "server_url",
+    "table",
+]
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
@@ -47,7 +54,8 @@ class NotFound(Exception):
 # -- HTTP -------------------------------------------------------------------------------------
 
 
-def _server(args: argparse.Namespace) -> str:
+def server_url(args: argparse.Namespace) -> str:
+    """The worker's URL: ``--server``, else the one the settings name."""
     if args.server:
         return str(args.server).rstrip("/")
     from agents_bridge.settings import load_settings
@@ -177,7 +185,7 @@ def _emit_json(data: Any, out: TextIO) -> None:
 
 
 def _agents(args: argparse.Namespace, out: TextIO) -> int:
-    data = get_json(_server(args), "/api/fleet")
+    data = get_json(server_url(args), "/api/fleet")
     rows = [r for r in data["agents"] if not args.state or r["state"] == args.state]
     if args.output == "json":
         _emit_json(rows, out)
@@ -209,7 +217,7 @@ def _agents(args: argparse.Namespace, out: TextIO) -> int:
 
 def _tasks(args: argparse.Namespace, out: TextIO) -> int:
     params = {"agent": args.agent, "chain": args.chain, "state": args.state, "limit": args.limit}
-    data = get_json(_server(args), "/api/tasks", params)
+    data = get_json(server_url(args), "/api/tasks", params)
     rows = data["tasks"]
     if args.output == "json":
         _emit_json(rows, out)
@@ -242,7 +250,7 @@ def _tasks(args: argparse.Namespace, out: TextIO) -> int:
 def _trace(args: argparse.Namespace, out: TextIO) -> int:
     path = "/api/trace/" + urllib.parse.quote(args.correlation_id, safe="")
     try:
-        trace = get_json(_server(args), path)
+        trace = get_json(server_url(args), path)
     except NotFound as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_NOT_FOUND
@@ -254,7 +262,7 @@ def _trace(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _status(args: argparse.Namespace, out: TextIO) -> int:
-    server = _server(args)
+    server = server_url(args)
     status = get_json(server, "/api/status")
     try:
         ready = bool(get_json(server, "/readyz").get("ready"))

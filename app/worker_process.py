@@ -71,6 +71,14 @@ class WorkerProcess:
             time.sleep(0.2)
         raise WorkerStartError(f"worker not ready after {timeout:.0f} s:\n{self.log_tail()}")
 
+    def metric(self, name: str) -> float:
+        """The value of one unlabelled sample on ``/metrics`` (0 before it is exported)."""
+        with urllib.request.urlopen(self.url("/metrics"), timeout=5) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith(f"{name} "):
+                    return float(line.split()[1])
+        return 0.0
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

@@ -36,6 +36,8 @@ from app.worker_process import WorkerProcess
 from bench.stats import machine, report, summarize
 from tests.conftest import free_port
 
+_PROCESSED = "trc_events_processed_total"
+
 
 def bench_emit(monitor: Monitor, n: int = 20_000) -> dict[str, Any]:
     run = monitor.run(f"bench-emit-{uuid.uuid4().hex[:6]}")
@@ -210,16 +212,6 @@ async def _bare_consume_rate(bootstrap: str, expected: int) -> float:
         await consumer.stop()
 
 
-def _processed(url: str) -> float:
-    import urllib.request
-
-    with urllib.request.urlopen(url, timeout=5) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith("trc_events_processed_total "):
-                return float(line.split()[1])
-    return 0.0
-
-
 def bench_throughput(bootstrap: str, workdir: Path, agents: int, per_agent: int) -> dict[str, Any]:
     total = asyncio.run(_produce_backlog(bootstrap, agents, per_agent))
     bare = asyncio.run(_bare_consume_rate(bootstrap, total))
@@ -230,12 +222,11 @@ def bench_throughput(bootstrap: str, workdir: Path, agents: int, per_agent: int)
         "TRC_DATA_DIR": str(workdir / "tp-data"),
     }
     with WorkerProcess(env, workdir / "worker-throughput.log") as worker:
-        url = worker.url("/metrics")
         started, last, samples = None, 0.0, []
         deadline = time.monotonic() + 600
         while last < total and time.monotonic() < deadline:
             time.sleep(0.5)
-            done = _processed(url)
+            done = worker.metric(_PROCESSED)
             if done > 0 and started is None:
                 started, first = time.perf_counter(), done
             if started is not None and done > last:
@@ -253,10 +244,12 @@ def bench_throughput(bootstrap: str, workdir: Path, agents: int, per_agent: int)
     }
 
 
-def _wait_drained(metrics_url: str, sent: int) -> None:
+def _wait_drained(worker: WorkerProcess, sent: int) -> None:
     """Let the worker finish the emit benchmark's backlog before measuring kills."""
     deadline = time.monotonic() + 300
-    while (done := _processed(metrics_url)) < sent and time.monotonic() < deadline:
+    while (
+        done := worker.metric("trc_events_processed_total")
+    ) < sent and time.monotonic() < deadline:
         print(f"\r  worker draining {int(done):,}/{sent:,}", end="", file=sys.stderr)
         time.sleep(0.5)
     print(file=sys.stderr)
@@ -309,7 +302,7 @@ def main() -> int:
                 if "emit" in args.which:
                     print("emit benchmark...", file=sys.stderr)
                     results["benchmarks"]["emit"] = bench_emit(monitor)
-                    _wait_drained(worker.url("/metrics"), monitor.stats()["sent"])
+                    _wait_drained(worker, monitor.stats()["sent"])
                 if "kill" in args.which:
                     print("kill benchmark...", file=sys.stderr)
                     results["benchmarks"]["kill"] = asyncio.run(

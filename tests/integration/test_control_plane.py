@@ -54,10 +54,8 @@ def _api(
 
 
 def _progress(worker: WorkerProcess) -> str:
-    with urllib.request.urlopen(worker.url("/metrics"), timeout=5) as response:
-        lines = response.read().decode().splitlines()
-    wanted = ("trc_events_ingested_total ", "trc_events_processed_total ", "trc_agent_topics ")
-    return ", ".join(line for line in lines if line.startswith(wanted))
+    names = ("trc_events_ingested_total", "trc_events_processed_total", "trc_agent_topics")
+    return ", ".join(f"{name} {worker.metric(name):.0f}" for name in names)
 
 
 async def _issue(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -17,17 +16,9 @@ from tests.integration.conftest import unique, worker_env
 pytestmark = pytest.mark.integration
 
 
-def _events_processed(worker: WorkerProcess) -> float:
-    with urllib.request.urlopen(worker.url("/metrics"), timeout=2) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith("trc_events_processed_total "):
-                return float(line.split()[1])
-    return 0.0
-
-
 async def _until_processed(worker: WorkerProcess, count: int) -> None:
     deadline = time.monotonic() + 20
-    while (seen := await asyncio.to_thread(_events_processed, worker)) < count:
+    while (seen := await asyncio.to_thread(worker.metric, "trc_events_processed_total")) < count:
         assert time.monotonic() < deadline, f"worker processed {seen} of {count} events in 20 s"
         await asyncio.sleep(0.1)
 
@@ -66,14 +57,6 @@ async def test_a_restarted_worker_recovers_its_windows_from_the_changelog(
         second.stop()
 
 
-def _metric(worker: WorkerProcess, name: str) -> float:
-    with urllib.request.urlopen(worker.url("/metrics"), timeout=2) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(f"{name} "):
-                return float(line.split()[1])
-    return 0.0
-
-
 async def test_sigterm_drains_commits_and_the_next_worker_resumes_after_it(
     quiet_broker: str, tmp_path: Path
 ) -> None:
@@ -103,7 +86,7 @@ async def test_sigterm_drains_commits_and_the_next_worker_resumes_after_it(
                 run.step("after the restart")
             assert monitor.flush(10)
             await _until_processed(workers[1], 3)
-        ingested = await asyncio.to_thread(_metric, workers[1], "trc_events_ingested_total")
+        ingested = await asyncio.to_thread(workers[1].metric, "trc_events_ingested_total")
         assert ingested == 3, f"the next worker re-read {ingested - 3:.0f} committed events"
     finally:
         for worker in workers:

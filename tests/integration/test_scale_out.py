@@ -9,7 +9,6 @@ that case waits for a Kafka broker (testcontainers or KAFKA_BOOTSTRAP_SERVERS).
 from __future__ import annotations
 
 import asyncio
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -24,14 +23,6 @@ from tests.integration.conftest import unique, worker_env
 from tests.integration.topic_reader import read_until
 
 pytestmark = pytest.mark.integration
-
-
-def _agent_topics(worker: WorkerProcess) -> float:
-    with urllib.request.urlopen(worker.url("/metrics"), timeout=2) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith("trc_agent_topics "):
-                return float(line.split()[1])
-    return 0.0
 
 
 async def _loop_until_killed(monitor: Monitor, agent_id: str) -> str:
@@ -72,7 +63,7 @@ async def test_workers_share_agents_and_hand_them_over_when_one_leaves(
             tasks = await asyncio.gather(
                 *(_loop_until_killed(monitor, unique("shared")) for _ in range(6))
             )
-            shares = [await asyncio.to_thread(_agent_topics, w) for w in workers]
+            shares = [await asyncio.to_thread(w.metric, "trc_agent_topics") for w in workers]
             assert all(share > 0 for share in shares), f"one worker ingests nothing: {shares}"
 
             await asyncio.to_thread(workers[0].stop)  # leaves the group: a rebalance follows

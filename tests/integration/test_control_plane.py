@@ -10,8 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,58 +20,20 @@ from agents_bridge import AgentKilled, Monitor, load_settings
 from agents_bridge.actions import ActionRegistry
 from agents_bridge.clock import now_us
 from agents_bridge.codec import codec
-from agents_bridge.settings import DEV_API_TOKEN, DEV_SIGNING_KEYS
+from agents_bridge.settings import DEV_SIGNING_KEYS
 from agents_bridge.signing import CommandSigner
 from agents_bridge.topics import CHECKPOINTS, CONTROL, ESCALATIONS, events_topic
 from app.commands import command_key, new_command
 from app.worker_process import WorkerProcess
 from tests.integration.conftest import unique
 from tests.integration.topic_reader import read_until, until
+from tests.integration.worker_api import call, issue
 
 pytestmark = pytest.mark.integration
 
 Events = list[dict[str, Any]]
 LONG_RUNNER = "long-runner"
 """Steps until a command stops it: the test worker's policy (policy.toml) lets it."""
-
-
-def _api(
-    worker: WorkerProcess, method: str, path: str, body: Any = None, token: str = DEV_API_TOKEN
-) -> tuple[int, Any]:
-    request = urllib.request.Request(
-        worker.url(path),
-        method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"Authorization": f"Bearer {token}"} if token else {},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-def _progress(worker: WorkerProcess) -> str:
-    names = ("trc_events_ingested_total", "trc_events_processed_total", "trc_agent_topics")
-    return ", ".join(f"{name} {worker.metric(name):.0f}" for name in names)
-
-
-async def _issue(
-    worker: WorkerProcess, kind: str, target_type: str, target_id: str, **extra: Any
-) -> dict[str, Any]:
-    """Issue through the API once the worker has seen the target (it refuses unknown ones)."""
-    body = {"kind": kind, "target_type": target_type, "target_id": target_id, **extra}
-    deadline = time.monotonic() + 20
-    while True:
-        status, answer = await asyncio.to_thread(_api, worker, "POST", "/api/commands", body)
-        if status == 202:
-            return dict(answer)
-        if status != 404 or time.monotonic() > deadline:
-            raise AssertionError(
-                f"{kind} {target_type} {target_id} refused: {status} {answer}; "
-                f"worker: {await asyncio.to_thread(_progress, worker)}"
-            )
-        await asyncio.sleep(0.1)
 
 
 async def _events(
@@ -144,7 +104,7 @@ async def test_killing_one_agent_leaves_the_others_running_and_checkpoints_it(
     target = await _start(workers, _Worker(monitor, unique("kill-me")))
     bystander = await _start(workers, _Worker(monitor, unique("bystander")))
 
-    issued = await _issue(worker, "KILL", "agent", target.agent_id, reason="runaway spend")
+    issued = await issue(worker, "KILL", "agent", target.agent_id, reason="runaway spend")
     await asyncio.to_thread(target.join, 20)
     assert isinstance(target.outcome, AgentKilled), target.outcome
     assert target.outcome.command["command_id"] == issued["command_id"]
@@ -198,7 +158,7 @@ async def test_a_chain_command_stops_exactly_that_chain_in_every_process(
         line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), 60)
         assert line.startswith("started "), f"child process: {line!r}"
 
-        issued = await _issue(worker, "KILL", "chain", parent.correlation_id)
+        issued = await issue(worker, "KILL", "chain", parent.correlation_id)
         line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), 30)
         assert line.strip() == f"halted {issued['command_id']}", line
         await asyncio.to_thread(parent.join, 20)
@@ -220,9 +180,9 @@ async def test_a_restarted_executor_honours_a_standing_kill_until_resumed_or_cle
             with first.run(name) as run:
                 run.step("introduce myself")
         assert first.flush(10)
-    kill = await _issue(worker, "KILL", "agent", agent_id, reason="stay down")
-    await _issue(worker, "KILL", "agent", cleared_id)
-    status, _ = await asyncio.to_thread(_api, worker, "DELETE", f"/api/commands/agent/{cleared_id}")
+    kill = await issue(worker, "KILL", "agent", agent_id, reason="stay down")
+    await issue(worker, "KILL", "agent", cleared_id)
+    status, _ = await asyncio.to_thread(call, worker, "DELETE", f"/api/commands/agent/{cleared_id}")
     assert status == 200
 
     await read_until(
@@ -238,7 +198,7 @@ async def test_a_restarted_executor_honours_a_standing_kill_until_resumed_or_cle
         with restarted.run(cleared_id) as run:  # the tombstone cleared its kill
             run.step("back to work")
 
-    await _issue(worker, "RESUME", "agent", agent_id)
+    await issue(worker, "RESUME", "agent", agent_id)
     await read_until(
         bootstrap_servers,
         CONTROL,
@@ -255,14 +215,14 @@ async def test_pause_blocks_at_the_next_step_and_resume_continues_where_it_stopp
     monitor: Monitor, worker: WorkerProcess, bootstrap_servers: str, workers: list[_Worker]
 ) -> None:
     agent = await _start(workers, _Worker(monitor, unique("pausable")))
-    await _issue(worker, "PAUSE", "agent", agent.agent_id)
+    await issue(worker, "PAUSE", "agent", agent.agent_id)
     paused = await _events(
         bootstrap_servers, agent.agent_id, lambda es: _acks(es, "paused"), "the paused ack"
     )
     paused_at = _acks(paused, "paused")[0]
     assert agent.is_alive() and agent.outcome is None
 
-    await _issue(worker, "RESUME", "agent", agent.agent_id)
+    await issue(worker, "RESUME", "agent", agent.agent_id)
     events = await _events(
         bootstrap_servers,
         agent.agent_id,
@@ -313,7 +273,7 @@ async def test_rollback_compensates_in_reverse_and_escalates_what_it_cannot_undo
             run.tool_call("mystery_tool", {})
             run.tool_call("create_file", {"path": "/tmp/b"})
             task_id = run.task_id
-        issued = await _issue(worker, "ROLLBACK", "task", task_id, reason="bad batch")
+        issued = await issue(worker, "ROLLBACK", "task", task_id, reason="bad batch")
         events = await _events(
             bootstrap_servers,
             agent_id,
@@ -397,10 +357,10 @@ async def test_the_command_api_refuses_bad_requests_and_the_cli_reads_like_kubec
     monitor: Monitor, worker: WorkerProcess, bootstrap_servers: str
 ) -> None:
     body = {"kind": "KILL", "target_type": "agent", "target_id": "x"}
-    assert (await asyncio.to_thread(_api, worker, "POST", "/api/commands", body, ""))[0] == 401
-    assert (await asyncio.to_thread(_api, worker, "POST", "/api/commands", body, "wrong"))[0] == 401
+    assert (await asyncio.to_thread(call, worker, "POST", "/api/commands", body, ""))[0] == 401
+    assert (await asyncio.to_thread(call, worker, "POST", "/api/commands", body, "wrong"))[0] == 401
     status, answer = await asyncio.to_thread(
-        _api, worker, "POST", "/api/commands", {**body, "kind": "EXPLODE"}
+        call, worker, "POST", "/api/commands", {**body, "kind": "EXPLODE"}
     )
     assert status == 400 and "KILL, PAUSE, RESUME, ROLLBACK" in answer["error"]
 

@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,11 +30,11 @@ from agents_bridge.integrations.langchain import instrument, register_tools
 from agents_bridge.integrations.openai_agents import run_agent
 from agents_bridge.integrations.otel import TrcSpanProcessor
 from agents_bridge.integrations.scripted_model import ScriptedModel, call, say
-from agents_bridge.settings import DEV_API_TOKEN
 from agents_bridge.topics import events_topic
 from app.worker_process import WorkerProcess
 from tests.integration.conftest import unique
 from tests.integration.topic_reader import read_until
+from tests.integration.worker_api import issue
 
 pytestmark = pytest.mark.integration
 
@@ -262,33 +258,6 @@ async def test_langgraph_subagent_joins_the_chain_with_parent_links(
     assert [e["status"] for e in child if e["event_type"] == "task_end"] == ["ok"]
 
 
-async def issue(worker: WorkerProcess, kind: str, task_id: str) -> dict[str, Any]:
-    """A command through the worker's API, once the worker has seen the task."""
-    body = {"kind": kind, "target_type": "task", "target_id": task_id, "reason": "test"}
-
-    def post() -> tuple[int, Any]:
-        request = urllib.request.Request(
-            worker.url("/api/commands"),
-            method="POST",
-            data=json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {DEV_API_TOKEN}"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
-
-    deadline = time.monotonic() + 20
-    while True:
-        status, answer = await asyncio.to_thread(post)
-        if status == 202:
-            return dict(answer)
-        if status != 404 or time.monotonic() > deadline:
-            raise AssertionError(f"{kind} of task {task_id} refused: {status} {answer}")
-        await asyncio.sleep(0.1)  # the worker has not seen the task's first event yet
-
-
 async def test_langgraph_agent_is_paused_resumed_and_rolled_back_by_the_control_plane(
     bootstrap_servers: str, worker: WorkerProcess
 ) -> None:
@@ -326,16 +295,16 @@ async def test_langgraph_agent_is_paused_resumed_and_rolled_back_by_the_control_
         started = await events_of(bootstrap_servers, agent_id, until="task_start")
         task_id = started[0]["task_id"]
 
-        await issue(worker, "PAUSE", task_id)
+        await issue(worker, "PAUSE", "task", task_id, reason="test")
         await events_of(bootstrap_servers, agent_id, until="control_ack")
         assert not running.done(), "a paused agent does not finish"
         written_while_paused = list(written)
-        await issue(worker, "RESUME", task_id)
+        await issue(worker, "RESUME", "task", task_id, reason="test")
         result = await asyncio.wait_for(running, 30)
         assert result["messages"][-1].content == "both written"
         assert written == ["/tmp/a", "/tmp/b"] and len(written_while_paused) <= 1
 
-        await issue(worker, "ROLLBACK", task_id)
+        await issue(worker, "ROLLBACK", "task", task_id, reason="test")
         events = await events_of(bootstrap_servers, agent_id, until="control_ack", count=3)
     acks = [e["status"] for e in events if e["event_type"] == "control_ack"]
     assert acks == ["paused", "resumed", "rolled_back"]

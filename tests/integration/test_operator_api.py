@@ -8,8 +8,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -25,16 +23,9 @@ from app.worker_process import WorkerProcess
 from tests.conftest import free_port
 from tests.integration.conftest import unique
 from tests.integration.topic_reader import read_until
+from tests.integration.worker_api import get
 
 pytestmark = pytest.mark.integration
-
-
-def get(worker: WorkerProcess, path: str) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(worker.url(path), timeout=5) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.load(exc)
 
 
 async def wait_for(

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -15,37 +13,16 @@ import pytest
 from aiokafka.partitioner import murmur2
 
 from agents_bridge import Monitor, load_settings
-from agents_bridge.settings import DEV_API_TOKEN
 from app.worker_process import WorkerProcess
 from tests.conftest import ARTIFACTS, free_port
 from tests.integration.conftest import unique, worker_env
+from tests.integration.worker_api import call, get
 
 pytestmark = pytest.mark.integration
 
 
-def get(worker: WorkerProcess, path: str) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(worker.url(path), timeout=10) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.load(exc)
-
-
-def post_command(
-    worker: WorkerProcess, kind: str, target_type: str, target_id: str
-) -> tuple[int, Any]:
-    body = {"kind": kind, "target_type": target_type, "target_id": target_id}
-    request = urllib.request.Request(
-        worker.url("/api/commands"),
-        method="POST",
-        data=json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {DEV_API_TOKEN}"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.load(exc)
+def command(kind: str, chain: str) -> dict[str, str]:
+    return {"kind": kind, "target_type": "chain", "target_id": chain}
 
 
 def chain_per_partition(partitions: int) -> list[str]:
@@ -115,9 +92,9 @@ async def test_any_worker_answers_for_the_whole_deployment(
             # Either worker's command API knows the chains the other one holds.
             for worker, theirs in ((a, on_b), (b, on_a)):
                 for cid in theirs:
-                    status, answer = post_command(worker, "PAUSE", "chain", cid)
+                    status, answer = call(worker, "POST", "/api/commands", command("PAUSE", cid))
                     assert status == 202, f"{worker.url('')} refused {cid}: {answer}"
-                    assert post_command(worker, "RESUME", "chain", cid)[0] == 202
+                    assert call(worker, "POST", "/api/commands", command("RESUME", cid))[0] == 202
 
             # A's live stream relays what B's partitions see.
             b_chain = sorted(on_b)[0]

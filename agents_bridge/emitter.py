@@ -31,7 +31,7 @@ from agents_bridge.settings import Settings
 from agents_bridge.similarity import sketch
 from agents_bridge.topics import events_topic
 
-__all__ = ["SKETCH_SOURCE", "Emitter", "EmitterStats"]
+__all__ = ["ROUTE", "SKETCH_SOURCE", "Emitter", "EmitterStats"]
 
 _log = logging.getLogger(__name__)
 _EVENT = "trc.AgentEvent"
@@ -42,7 +42,7 @@ _POLL_FOR_S = 2.0
 
 SKETCH_SOURCE = "_sketch_source"
 """Private record key: text whose similarity sketch is computed here, off the agent's thread."""
-_ROUTE = "_route"
+ROUTE = "_route"
 """Private record key: (schema, topic, key) of a record that is not an agent event."""
 
 
@@ -94,10 +94,6 @@ class Emitter:
         if self._idle:
             self._idle = False
             self._thread.loop.call_soon_threadsafe(self._wake_up)
-
-    def emit_to(self, schema: str, topic: str, key: str, record: Record) -> None:
-        """Queue a record for another topic, in order with the events (checkpoints...)."""
-        self.emit({**record, _ROUTE: (schema, topic, key)})
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -229,7 +225,7 @@ class Emitter:
         return batch
 
     def _entry(self, record: Record) -> JournalEntry | None:
-        schema, topic, key = record.pop(_ROUTE, None) or (
+        schema, topic, key = record.pop(ROUTE, None) or (
             _EVENT,
             events_topic(record["agent_id"]),
             record["agent_id"],

@@ -19,10 +19,10 @@ from agents_bridge.clock import now_us
 from agents_bridge.codec import Record
 from agents_bridge.command_gate import CommandGate
 from agents_bridge.control import ControlListener
-from agents_bridge.emitter import Emitter
 from agents_bridge.pricing import PriceTable
 from agents_bridge.rollback_runner import RollbackRunner
 from agents_bridge.run import AgentRun, RunSettings
+from agents_bridge.sender_process import SenderProcess
 from agents_bridge.settings import Settings, load_settings
 from agents_bridge.signing import CommandSigner
 from agents_bridge.topics import CHECKPOINTS, events_topic
@@ -58,7 +58,7 @@ class Monitor:
         registry: ActionRegistry | None = None,
     ) -> None:
         self.settings = settings or load_settings()
-        self._emitter = Emitter(self.settings)
+        self._emitter = SenderProcess(self.settings)
         self._gate = CommandGate(CommandSigner(self.settings.signing_keys.get_secret_value()))
         self._listener = ControlListener(self.settings, self._receive, self._clear)
         self._rollbacks = RollbackRunner(self._emitter, self._recent_runs)

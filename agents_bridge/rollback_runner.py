@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 from agents_bridge.clock import now_us
 from agents_bridge.codec import Record
-from agents_bridge.emitter import Emitter
 from agents_bridge.rollback import RollbackStep, compensate, plan_rollback
 from agents_bridge.run import AgentRun
+from agents_bridge.sender_process import SenderProcess
 from agents_bridge.topics import ESCALATIONS
 
 __all__ = ["RollbackRunner"]
@@ -29,7 +29,9 @@ class RollbackRunner:
     this thread, never on the listener's (which must stay free for KILLs).
     """
 
-    def __init__(self, emitter: Emitter, finished_runs: Callable[[Record], list[AgentRun]]) -> None:
+    def __init__(
+        self, emitter: SenderProcess, finished_runs: Callable[[Record], list[AgentRun]]
+    ) -> None:
         self._emitter = emitter
         self._finished_runs = finished_runs
         self._queue: queue.Queue[tuple[Record, list[AgentRun]] | None] = queue.Queue()

@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     # Agent bridge
     emit_queue_size: int = Field(100_000, ge=1)
     emit_linger_ms: int = Field(2, ge=0, le=1000)
+    sender: Literal["process", "thread"] = Field(
+        "process",
+        description="Where events are encoded and sent: a child process (the agent's thread "
+        "only writes to a pipe) or a thread of the agent's process.",
+    )
     capture_tool_args: bool = Field(
         False, description="Send canonical tool arguments, not only their hash."
     )

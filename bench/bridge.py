@@ -1,10 +1,12 @@
 """The agent bridge alone: emission cost, producer throughput, journal spill and replay.
 
-    python -m bench.bridge [--events 20000] [--json out.json]
+    python -m bench.bridge [--events 20000] [--rate 5000] [--json out.json]
 
 emit      - cost of one emit on the agent's thread with 1, 10 and 100 agents in one
             process (asyncio tasks on one loop, the usual shape of an agent server)
-            while the background producer is sending; target p99 < 50 µs.
+            emitting --rate events/s together while the sender process is sending;
+            target p99 < 50 µs. Then 100 agents flat out (overload: more than the
+            producer sends, so the pipe to the sender fills).
             Baseline: queue.Queue.put_nowait of the same dict, same run.
 producer  - events/s one process gets acknowledged by the broker (acks=all),
             from the first emit until flush() returns.
@@ -37,31 +39,40 @@ from tests.conftest import free_port
 _STEP = {"action": "act", "input_summary": "what the agent does next"}
 
 
-async def _agents_emit(monitor: Monitor, agents: int, events: int) -> list[float]:
-    """``agents`` asyncio tasks emitting ``events`` step events in all; µs per emit."""
+async def _agents_emit(monitor: Monitor, agents: int, events: int, rate: float) -> list[float]:
+    """``agents`` asyncio tasks emitting ``events`` step events in all, ``rate`` per second
+    together (0: as fast as they can); µs per emit."""
     costs: list[float] = []
     per_agent = max(1, events // agents)
+    interval = agents / rate if rate else 0.0
 
     async def agent(index: int) -> None:
         async with monitor.run(f"bench-bridge-{agents}-{index}-{uuid.uuid4().hex[:4]}") as run:
+            due = time.monotonic() + interval * index / agents  # spread the agents out
             for _ in range(per_agent):
                 started = time.perf_counter_ns()
                 run.step(**_STEP)
                 costs.append((time.perf_counter_ns() - started) / 1000)
-                await asyncio.sleep(0)  # agents take turns, as awaiting a model would
+                due += interval
+                # The agent waits for its model; flat out, it only yields to the others.
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
 
     await asyncio.gather(*(agent(i) for i in range(agents)))
     return costs
 
 
-def bench_emit(bootstrap: str, workdir: Path, events: int) -> dict[str, Any]:
+def bench_emit(bootstrap: str, workdir: Path, events: int, rate: float) -> dict[str, Any]:
     results: dict[str, Any] = {"unit": "µs"}
     settings = load_settings(bootstrap_servers=bootstrap, journal_dir=workdir / "journal-emit")
     with Monitor(settings) as monitor:
         for agents in (1, 10, 100):
-            costs = asyncio.run(_agents_emit(monitor, agents, events))
-            results[f"emit, {agents} agent(s) in one process"] = summarize(costs)
+            costs = asyncio.run(_agents_emit(monitor, agents, events, rate))
+            results[f"emit, {agents} agent(s), {rate:,.0f} events/s"] = summarize(costs)
             monitor.flush(60)
+        # Overload: more than the producer can send; the child's pipe fills up.
+        costs = asyncio.run(_agents_emit(monitor, 100, events, 0))
+        results["emit, 100 agents, flat out (overload)"] = summarize(costs)
+        monitor.flush(120)
     baseline_queue: queue.Queue[dict[str, Any]] = queue.Queue()
     baseline = []
     for i in range(events):
@@ -163,13 +174,18 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument(
+        "--rate", type=float, default=5_000, help="events/s all agents emit together"
+    )
     parser.add_argument("--json", type=Path, help="also write the JSON here")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="trc-bench-bridge-"))
     results: dict[str, Any] = {"machine": machine(), "broker": "embedded Tansu", "benchmarks": {}}
     with EmbeddedBroker(free_port(), log_path=workdir / "broker.log") as broker:
         print("emit...", file=sys.stderr)
-        results["benchmarks"]["emit"] = bench_emit(broker.bootstrap_servers, workdir, args.events)
+        results["benchmarks"]["emit"] = bench_emit(
+            broker.bootstrap_servers, workdir, args.events, args.rate
+        )
         print("producer...", file=sys.stderr)
         results["benchmarks"]["producer"] = bench_producer(
             broker.bootstrap_servers, workdir, args.events * 5

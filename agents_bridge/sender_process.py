@@ -1,0 +1,333 @@
+"""Sending from a child process: the agent's thread only copies bytes to shared memory.
+
+Encoding and sending cost ~30 µs of Python per event. On a thread of the
+agent's own process that work holds the interpreter lock, and an agent thread
+that wants the lock back waits for it: measured, p99 emit cost 365-725 µs. In
+a child process it runs on another core and never touches the agent's lock;
+the agent's thread pays a ``marshal.dumps`` and a copy into a shared ring
+(:mod:`agents_bridge._shared_ring`), with no system call.
+
+The child runs the :class:`~agents_bridge.emitter.Emitter` (queue, batching,
+journal spill and replay). It polls the ring every millisecond while events
+flow and waits on a doorbell pipe when idle; the agent rings it only for the
+first event after a pause. Control messages (flush, describe, close) travel in
+the ring, in order with the events, and are answered on a reply pipe.
+
+If the child cannot start, or dies, the parent takes back what the child had
+not read yet and sends from a thread of its own (the Emitter in this process),
+and says so in the log; ``sender = "thread"`` chooses that from the start. If
+the parent dies, the child still sends (or journals) everything it was given.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import marshal
+import os
+import select
+import struct
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from pydantic import SecretStr
+
+from agents_bridge._shared_ring import SharedRing
+from agents_bridge.codec import Record
+from agents_bridge.emitter import ROUTE, Emitter
+from agents_bridge.settings import Settings
+
+__all__ = ["SenderProcess"]
+
+_log = logging.getLogger(__name__)
+
+_RING_BYTES = 4 * 1024 * 1024
+"""Shared memory between the agent and its sender: ~15,000 typical events."""
+_MAX_BACKLOG_BYTES = 64 * 1024 * 1024
+"""Past this much waiting for a full ring, new events are dropped and counted."""
+_POLL_S = 0.001
+_POLL_FOR_S = 2.0
+"""After the last frame, the child polls this long before it waits for the doorbell."""
+_ASLEEP_RECHECK_S = 0.05
+"""An asleep child also looks at the ring this often: a doorbell can race its sleep."""
+_LENGTH = struct.Struct("<I")
+_CHILD = "from agents_bridge.sender_process import _child_main; _child_main()"
+
+
+class SenderProcess:
+    """The agent-side end: ``emit`` copies the record to the child and never blocks."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()
+        """Serialises writers of the ring (and the fall-back to a local sender)."""
+        self._request_lock = threading.Lock()
+        self._backlog: collections.deque[bytes] = collections.deque()
+        """Frames a full ring did not take yet, oldest first."""
+        self._backlog_bytes = 0
+        self._ring: SharedRing | None = None
+        self._doorbell = -1
+        self._replies = -1
+        self._child: subprocess.Popen[bytes] | None = None
+        self._local: Emitter | None = None
+        """Sends from this process: chosen by settings, or the child could not run."""
+        self._requests = 0
+        self._dropped_backlog_full = 0
+        self._rejected = 0
+
+    # -- agent thread ----------------------------------------------------------
+
+    def emit(self, record: Record) -> None:
+        """Hand ``record`` to the sender; never blocks."""
+        if self._local is not None:
+            self._local.emit(record)
+            return
+        try:
+            body = marshal.dumps(record)
+        except ValueError:  # a value marshal cannot carry (the guard normally stops it)
+            self._rejected += 1
+            return
+        with self._lock:
+            if self._local is not None:  # the child died while we waited
+                self._local.emit(record)
+            elif self._backlog_bytes > _MAX_BACKLOG_BYTES:
+                self._dropped_backlog_full += 1
+            else:
+                self._put(body)
+
+    def emit_to(self, schema: str, topic: str, key: str, record: Record) -> None:
+        """Queue a record for another topic, in order with the events (checkpoints...)."""
+        self.emit({**record, ROUTE: (schema, topic, key)})
+
+    def _put(self, body: bytes) -> None:
+        """Into the ring behind any backlog; what does not fit waits. Holds the lock."""
+        assert self._ring is not None
+        if len(body) > self._ring.max_frame:
+            self._rejected += 1
+            _log.error("dropping a %d-byte record: larger than the sender accepts", len(body))
+            return
+        if body:
+            self._backlog.append(body)
+            self._backlog_bytes += len(body)
+        while self._backlog and self._ring.put(self._backlog[0]):
+            self._backlog_bytes -= len(self._backlog.popleft())
+        if self._backlog and self._child is not None and self._child.poll() is not None:
+            self._fall_back(f"the sender process exited ({self._child.returncode})")
+        elif self._ring.reader_asleep:
+            self._ring_doorbell()
+
+    def _ring_doorbell(self) -> None:
+        assert self._ring is not None
+        self._ring.set_asleep(False)  # one ring per pause is enough
+        try:
+            os.write(self._doorbell, b"\0")
+        except BlockingIOError:
+            pass  # already rung and not read yet
+        except OSError as exc:  # EPIPE: the child is gone
+            self._fall_back(f"the sender process is gone ({exc})")
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the child (or the local sender); returns without waiting for the broker."""
+        if self._settings.sender == "thread":
+            self._local = Emitter(self._settings)
+            self._local.start()
+            return
+        self._ring = SharedRing.create(_RING_BYTES)
+        bell_read, bell_write = os.pipe()
+        reply_read, reply_write = os.pipe()
+        theirs = (self._ring.fd, bell_read, reply_write)
+        self._doorbell, self._replies = bell_write, reply_read
+        os.set_blocking(bell_write, False)
+        try:
+            self._child = subprocess.Popen(
+                [sys.executable, "-c", _CHILD, *map(str, theirs)],
+                stdin=subprocess.PIPE,
+                pass_fds=theirs,
+            )
+            assert self._child.stdin is not None
+            self._child.stdin.write(_settings_json(self._settings).encode())
+            self._child.stdin.close()
+        except OSError as exc:
+            self._fall_back(f"cannot start the sender process ({exc})")
+        finally:
+            os.close(bell_read)
+            os.close(reply_write)
+
+    def _fall_back(self, why: str) -> None:
+        """From now on send from a thread of this process. Holds the lock (or single use)."""
+        _log.error("%s: sending events from a thread of this process instead", why)
+        self._local = Emitter(self._settings)
+        self._local.start()
+        if self._ring is not None:  # what the child had not read yet, then the backlog
+            for body in [*self._ring.take(), *self._backlog]:
+                message = marshal.loads(body)
+                if isinstance(message, dict):
+                    self._local.emit(message)
+            self._backlog.clear()
+            self._backlog_bytes = 0
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything emitted so far was sent or journaled; False on timeout."""
+        deadline = timeout if timeout is not None else self._settings.flush_timeout_s
+        if self._local is None:
+            answer = self._request("flush", deadline, wait=deadline + 5)
+            if self._local is None:
+                return bool(answer)
+        return self._local.flush(deadline)
+
+    def describe(self) -> dict[str, Any]:
+        """The sender's counters (see :class:`~agents_bridge.emitter.EmitterStats`)."""
+        stats = None if self._local is not None else self._request("describe", 0, wait=10)
+        if self._local is not None:
+            stats = self._local.describe()
+        stats = stats or {"sender_unreachable": True}
+        stats["dropped_queue_full"] = stats.get("dropped_queue_full", 0) + (
+            self._dropped_backlog_full
+        )
+        stats["rejected_invalid"] = stats.get("rejected_invalid", 0) + self._rejected
+        stats["sender"] = "thread" if self._local is not None else "process"
+        stats["sender_pid"] = self._child.pid if self._local is None and self._child else None
+        return stats
+
+    def close(self) -> None:
+        """Flush with the configured deadline; what is left goes to the journal."""
+        if self._child is not None:
+            if self._local is None:
+                self._request("close", 0, wait=self._settings.flush_timeout_s + 10)
+            os.close(self._doorbell)  # the child also exits on this
+            try:
+                self._child.wait(self._settings.flush_timeout_s + 10)
+            except subprocess.TimeoutExpired:
+                _log.error("the sender process did not exit; killing it (pid %d)", self._child.pid)
+                self._child.kill()
+                self._child.wait()
+            os.close(self._replies)
+            self._child = None
+        if self._local is not None:
+            self._local.close()
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
+
+    def _request(self, kind: str, argument: float, wait: float) -> Any:
+        """Send a control message behind every event so far; its answer, or None."""
+        with self._request_lock:
+            self._requests += 1
+            number = self._requests
+            deadline = time.monotonic() + wait
+            with self._lock:
+                if self._local is not None:
+                    return None
+                self._put(marshal.dumps((kind, number, argument)))
+            while True:  # the request must be in the ring to be answered
+                with self._lock:
+                    if self._local is not None:
+                        return None
+                    self._put(b"")
+                    if not self._backlog:
+                        self._ring_doorbell()
+                        break
+                if time.monotonic() > deadline:
+                    return None
+                time.sleep(_POLL_S)
+            answer = self._answer(number, deadline)
+            if answer is None and self._child is not None and self._child.poll() is not None:
+                with self._lock:
+                    if self._local is None:
+                        self._fall_back(f"the sender process exited ({self._child.returncode})")
+            return answer
+
+    def _answer(self, number: int, deadline: float) -> Any:
+        buffer = b""
+        while time.monotonic() < deadline:
+            readable, _, _ = select.select([self._replies], [], [], 0.05)
+            if not readable:
+                continue
+            chunk = os.read(self._replies, 1 << 16)
+            if not chunk:
+                return None  # the child exited
+            buffer += chunk
+            while len(buffer) >= _LENGTH.size:
+                (size,) = _LENGTH.unpack_from(buffer)
+                if len(buffer) < _LENGTH.size + size:
+                    break
+                answered, value = marshal.loads(buffer[_LENGTH.size : _LENGTH.size + size])
+                buffer = buffer[_LENGTH.size + size :]
+                if answered == number:  # older answers belong to requests that timed out
+                    return value
+        return None
+
+
+def _settings_json(settings: Settings) -> str:
+    values = {
+        name: value.get_secret_value() if isinstance(value, SecretStr) else value
+        for name, value in settings
+    }
+    return json.dumps(values, default=str)
+
+
+# -- the child -----------------------------------------------------------------
+
+
+def _serve(ring: SharedRing, doorbell: int, reply_fd: int, settings: Settings) -> None:
+    """Take frames until the parent asks to close or goes away; send every event."""
+    emitter = Emitter(settings)
+    emitter.start()
+    last_data = time.monotonic()
+    try:
+        while True:
+            bodies = ring.take()
+            if bodies:
+                if _deliver(emitter, bodies, reply_fd):
+                    return
+                last_data = time.monotonic()
+                continue
+            asleep = time.monotonic() - last_data >= _POLL_FOR_S
+            ring.set_asleep(asleep)
+            readable, _, _ = select.select(
+                [doorbell], [], [], _ASLEEP_RECHECK_S if asleep else _POLL_S
+            )
+            if readable and not os.read(doorbell, 4096):  # the parent is gone
+                _deliver(emitter, ring.take(), reply_fd)
+                return
+    finally:
+        emitter.close()
+
+
+def _deliver(emitter: Emitter, bodies: list[bytes], reply_fd: int) -> bool:
+    """Queue the events, answer the control messages; True when asked to close."""
+    for body in bodies:
+        message = marshal.loads(body)
+        if isinstance(message, dict):
+            emitter.emit(message)
+        elif _control(emitter, message, reply_fd):
+            return True
+    return False
+
+
+def _control(emitter: Emitter, message: tuple[str, int, float], reply_fd: int) -> bool:
+    """Answer one control message; True when the child should exit."""
+    kind, number, argument = message
+    answer: Any = None
+    if kind == "flush":
+        answer = emitter.flush(argument)
+    elif kind == "describe":
+        answer = emitter.describe()
+    elif kind == "close":
+        emitter.close()
+    body = marshal.dumps((number, answer))
+    os.write(reply_fd, _LENGTH.pack(len(body)) + body)
+    return kind == "close"
+
+
+def _child_main() -> None:
+    logging.basicConfig(format="trc-sender %(levelname)s %(name)s: %(message)s")
+    ring_fd, doorbell, reply_fd = map(int, sys.argv[1:4])
+    settings = Settings(**json.loads(sys.stdin.read()))
+    _serve(SharedRing(ring_fd), doorbell, reply_fd, settings)

@@ -100,7 +100,7 @@ class SharedRing:
                 taken += self._capacity - start
                 continue
             offset = _HEADER + start + _FRAME.size
-            body = self._memory[offset : offset + length]
+            body: bytes | None = self._memory[offset : offset + length]
             if zlib.crc32(body) != crc:
                 body = self._wait_visible(offset, length, crc)
             if body is not None:

@@ -100,11 +100,11 @@ class SharedRing:
                 taken += self._capacity - start
                 continue
             offset = _HEADER + start + _FRAME.size
-            body: bytes | None = self._memory[offset : offset + length]
-            if zlib.crc32(body) != crc:
-                body = self._wait_visible(offset, length, crc)
-            if body is not None:
+            body = self._memory[offset : offset + length]
+            if zlib.crc32(body) == crc:
                 bodies.append(body)
+            elif (late := self._wait_visible(offset, length, crc)) is not None:
+                bodies.append(late)
             taken += _padded(_FRAME.size + length)
         self._set(_TAKEN, taken)
         return bodies

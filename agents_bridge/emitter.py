@@ -70,8 +70,10 @@ class Emitter:
         self._idle = True
         """The pump waits to be woken (it polls the queue while recently busy)."""
         self._handling = False
-        self._wake: asyncio.Event | None = None
-        self._went_idle: asyncio.Condition | None = None
+        # Bound to the sender's loop when first awaited there (Python >= 3.10), so
+        # events emitted before start() are safe.
+        self._wake = asyncio.Event()
+        self._went_idle = asyncio.Condition()
         self._known_topics: set[str] = set()
         self._thread = LoopThread("trc-emitter")
         self._producer: AIOKafkaProducer | None = None
@@ -103,8 +105,6 @@ class Emitter:
         self._thread.run(self._start(), timeout=30)
 
     async def _start(self) -> None:
-        self._wake = asyncio.Event()
-        self._went_idle = asyncio.Condition()
         await self._connect()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._pump()), loop.create_task(self._replay())]
@@ -164,7 +164,6 @@ class Emitter:
 
     async def _stop(self) -> None:
         self._stopping = True
-        assert self._wake is not None
         self._wake.set()
         for task in self._tasks:
             task.cancel()
@@ -178,16 +177,13 @@ class Emitter:
     # -- emitter thread --------------------------------------------------------
 
     def _wake_up(self) -> None:
-        assert self._wake is not None
         self._wake.set()
 
     async def _until_idle(self) -> None:
-        assert self._went_idle is not None
         async with self._went_idle:
             await self._went_idle.wait_for(lambda: not self._queue and not self._handling)
 
     async def _pump(self) -> None:
-        assert self._wake is not None and self._went_idle is not None
         poll_s = max(self._settings.emit_linger_ms, 1) / 1000
         last_batch = -_POLL_FOR_S
         while True:

@@ -76,6 +76,9 @@ class SenderProcess:
         self._local: Emitter | None = None
         """Sends from this process: chosen by settings, or the child could not run."""
         self._requests = 0
+        self._closing = False
+        self._watcher: threading.Thread | None = None
+        self._local_start: threading.Thread | None = None
         self._dropped_backlog_full = 0
         self._rejected = 0
 
@@ -104,20 +107,22 @@ class SenderProcess:
         self.emit({**record, ROUTE: (schema, topic, key)})
 
     def _put(self, body: bytes) -> None:
-        """Into the ring behind any backlog; what does not fit waits. Holds the lock."""
-        assert self._ring is not None
+        """Into the ring behind any backlog; what does not fit (or comes before
+        :meth:`start`) waits. Holds the lock."""
+        if self._ring is None:
+            self._backlog.append(body)
+            self._backlog_bytes += len(body)
+            return
         if len(body) > self._ring.max_frame:
             self._rejected += 1
             _log.error("dropping a %d-byte record: larger than the sender accepts", len(body))
             return
-        if body:
-            self._backlog.append(body)
-            self._backlog_bytes += len(body)
         while self._backlog and self._ring.put(self._backlog[0]):
             self._backlog_bytes -= len(self._backlog.popleft())
-        if self._backlog and self._child is not None and self._child.poll() is not None:
-            self._fall_back(f"the sender process exited ({self._child.returncode})")
-        elif self._ring.reader_asleep:
+        if body and (self._backlog or not self._ring.put(body)):
+            self._backlog.append(body)
+            self._backlog_bytes += len(body)
+        if self._ring.reader_asleep:
             self._ring_doorbell()
 
     def _ring_doorbell(self) -> None:
@@ -128,15 +133,14 @@ class SenderProcess:
         except BlockingIOError:
             pass  # already rung and not read yet
         except OSError as exc:  # EPIPE: the child is gone
-            self._fall_back(f"the sender process is gone ({exc})")
+            self._send_locally(f"the sender process is gone ({exc})")
 
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
         """Start the child (or the local sender); returns without waiting for the broker."""
         if self._settings.sender == "thread":
-            self._local = Emitter(self._settings)
-            self._local.start()
+            self._send_locally(None)
             return
         self._ring = SharedRing.create(_RING_BYTES)
         bell_read, bell_write = os.pipe()
@@ -154,37 +158,68 @@ class SenderProcess:
             self._child.stdin.write(_settings_json(self._settings).encode())
             self._child.stdin.close()
         except OSError as exc:
-            self._fall_back(f"cannot start the sender process ({exc})")
+            self._send_locally(f"cannot start the sender process ({exc})")
+        else:
+            with self._lock:
+                self._put(b"")  # what was emitted before the start
+            self._watcher = threading.Thread(
+                target=self._watch, name="trc-sender-watch", daemon=True
+            )
+            self._watcher.start()
         finally:
             os.close(bell_read)
             os.close(reply_write)
 
-    def _fall_back(self, why: str) -> None:
-        """From now on send from a thread of this process. Holds the lock (or single use)."""
-        _log.error("%s: sending events from a thread of this process instead", why)
-        self._local = Emitter(self._settings)
-        self._local.start()
-        if self._ring is not None:  # what the child had not read yet, then the backlog
-            for body in [*self._ring.take(), *self._backlog]:
-                message = marshal.loads(body)
-                if isinstance(message, dict):
-                    self._local.emit(message)
-            self._backlog.clear()
-            self._backlog_bytes = 0
+    def _watch(self) -> None:
+        """Waits for the child to exit (costs nothing until then); an early exit hands over."""
+        assert self._child is not None
+        code = self._child.wait()
+        with self._lock:
+            if not self._closing and self._local is None:
+                self._send_locally(f"the sender process exited ({code})")
+
+    def _send_locally(self, why: str | None) -> None:
+        """From now on send from a thread of this process: because of ``why`` (logged), or
+        as the settings chose (None). Holds the lock, or runs before anything else."""
+        if why:
+            _log.error("%s: sending events from a thread of this process instead", why)
+        local = Emitter(self._settings)
+        unread = self._ring.take() if self._ring is not None else []
+        for body in [*unread, *self._backlog]:  # what the child had not read yet, in order
+            message = marshal.loads(body)
+            if isinstance(message, dict):
+                local.emit(message)
+        self._backlog.clear()
+        self._backlog_bytes = 0
+        self._local = local  # every later event queues behind those
+        # Connecting may take seconds; whoever got here (maybe an agent thread) goes on.
+        self._local_start = threading.Thread(
+            target=local.start, name="trc-sender-start", daemon=True
+        )
+        self._local_start.start()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything emitted so far was sent or journaled; False on timeout."""
         deadline = timeout if timeout is not None else self._settings.flush_timeout_s
         if self._local is None:
             answer = self._request("flush", deadline, wait=deadline + 5)
+            child, watcher = self._child, self._watcher
+            if answer is None and child and watcher and child.poll() is not None:
+                watcher.join(deadline)  # it died meanwhile: the watcher is handing over
             if self._local is None:
                 return bool(answer)
+        self._local_started(deadline)
         return self._local.flush(deadline)
+
+    def _local_started(self, timeout: float) -> None:
+        if self._local_start is not None:
+            self._local_start.join(timeout)
 
     def describe(self) -> dict[str, Any]:
         """The sender's counters (see :class:`~agents_bridge.emitter.EmitterStats`)."""
         stats = None if self._local is not None else self._request("describe", 0, wait=10)
         if self._local is not None:
+            self._local_started(10)
             stats = self._local.describe()
         stats = stats or {"sender_unreachable": True}
         stats["dropped_queue_full"] = stats.get("dropped_queue_full", 0) + (
@@ -197,6 +232,7 @@ class SenderProcess:
 
     def close(self) -> None:
         """Flush with the configured deadline; what is left goes to the journal."""
+        self._closing = True
         if self._child is not None:
             if self._local is None:
                 self._request("close", 0, wait=self._settings.flush_timeout_s + 10)
@@ -210,6 +246,7 @@ class SenderProcess:
             os.close(self._replies)
             self._child = None
         if self._local is not None:
+            self._local_started(self._settings.flush_timeout_s + 30)
             self._local.close()
         if self._ring is not None:
             self._ring.close()
@@ -236,12 +273,7 @@ class SenderProcess:
                 if time.monotonic() > deadline:
                     return None
                 time.sleep(_POLL_S)
-            answer = self._answer(number, deadline)
-            if answer is None and self._child is not None and self._child.poll() is not None:
-                with self._lock:
-                    if self._local is None:
-                        self._fall_back(f"the sender process exited ({self._child.returncode})")
-            return answer
+            return self._answer(number, deadline)
 
     def _answer(self, number: int, deadline: float) -> Any:
         buffer = b""

@@ -7,7 +7,9 @@ emit      - cost of one emit on the agent's thread with 1, 10 and 100 agents in 
             emitting --rate events/s together while the sender process is sending;
             target p99 < 50 µs. Then 100 agents flat out (overload: more than the
             producer sends, so the pipe to the sender fills).
-            Baseline: queue.Queue.put_nowait of the same dict, same run.
+            Baseline: the same paced agents, sending the same events, also put an
+            event-sized dict on a queue.Queue, timed alone: what the machine's
+            load and waking from a wait cost the simplest hand-off.
 producer  - events/s one process gets acknowledged by the broker (acks=all),
             from the first emit until flush() returns.
             Baseline: a bare AIOKafkaProducer sending pre-encoded events.
@@ -20,11 +22,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import queue
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,26 +43,61 @@ from tests.conftest import free_port
 _STEP = {"action": "act", "input_summary": "what the agent does next"}
 
 
-async def _agents_emit(monitor: Monitor, agents: int, events: int, rate: float) -> list[float]:
-    """``agents`` asyncio tasks emitting ``events`` step events in all, ``rate`` per second
-    together (0: as fast as they can); µs per emit."""
+async def _paced(
+    agents: int,
+    events: int,
+    rate: float,
+    emit: Callable[[int], None],
+    untimed: Callable[[int], None] = lambda _: None,
+) -> list[float]:
+    """``agents`` asyncio tasks calling ``emit(agent)`` (then ``untimed(agent)``) ``events``
+    times in all, ``rate`` per second together (0: as fast as they can); µs per call."""
     costs: list[float] = []
     per_agent = max(1, events // agents)
     interval = agents / rate if rate else 0.0
 
     async def agent(index: int) -> None:
-        async with monitor.run(f"bench-bridge-{agents}-{index}-{uuid.uuid4().hex[:4]}") as run:
-            due = time.monotonic() + interval * index / agents  # spread the agents out
-            for _ in range(per_agent):
-                started = time.perf_counter_ns()
-                run.step(**_STEP)
-                costs.append((time.perf_counter_ns() - started) / 1000)
-                due += interval
-                # The agent waits for its model; flat out, it only yields to the others.
-                await asyncio.sleep(max(0.0, due - time.monotonic()))
+        due = time.monotonic() + interval * index / agents  # spread the agents out
+        for _ in range(per_agent):
+            started = time.perf_counter_ns()
+            emit(index)
+            costs.append((time.perf_counter_ns() - started) / 1000)
+            untimed(index)
+            due += interval
+            # The agent waits for its model; flat out, it only yields to the others.
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
 
     await asyncio.gather(*(agent(i) for i in range(agents)))
     return costs
+
+
+def _agents_emit(
+    monitor: Monitor, agents: int, events: int, rate: float, *, baseline: bool = False
+) -> list[float]:
+    """Step events of ``agents`` runs in one process: µs per emit. As the baseline, the
+    same agents also put an event-sized dict on a queue.Queue first: µs per put."""
+    prefix = f"bench-bridge-{agents}-{uuid.uuid4().hex[:4]}"
+    runs = [monitor.run(f"{prefix}-{i}").__enter__() for i in range(agents)]
+    baseline_queue: queue.Queue[dict[str, Any]] = queue.Queue()
+
+    def step(index: int) -> None:
+        runs[index].step(**_STEP)
+
+    def put(index: int) -> None:
+        baseline_queue.put_nowait(
+            {"event_id": os.urandom(16).hex(), "agent_id": index, "emitted_at": time.time_ns()}
+        )
+
+    try:
+        paced = (
+            _paced(agents, events, rate, put, step)
+            if baseline
+            else (_paced(agents, events, rate, step))
+        )
+        return asyncio.run(paced)
+    finally:
+        for run in runs:
+            run.__exit__(None, None, None)
 
 
 def bench_emit(bootstrap: str, workdir: Path, events: int, rate: float) -> dict[str, Any]:
@@ -66,21 +105,18 @@ def bench_emit(bootstrap: str, workdir: Path, events: int, rate: float) -> dict[
     settings = load_settings(bootstrap_servers=bootstrap, journal_dir=workdir / "journal-emit")
     with Monitor(settings) as monitor:
         for agents in (1, 10, 100):
-            costs = asyncio.run(_agents_emit(monitor, agents, events, rate))
+            costs = _agents_emit(monitor, agents, events, rate)
             results[f"emit, {agents} agent(s), {rate:,.0f} events/s"] = summarize(costs)
             monitor.flush(60)
-        # Overload: more than the producer can send; the child's pipe fills up.
-        costs = asyncio.run(_agents_emit(monitor, 100, events, 0))
-        results["emit, 100 agents, flat out (overload)"] = summarize(costs)
+        # Overload: more than the producer can send; the ring to the sender fills up.
+        results["emit, 100 agents, flat out (overload)"] = summarize(
+            _agents_emit(monitor, 100, events, 0)
+        )
         monitor.flush(120)
-    baseline_queue: queue.Queue[dict[str, Any]] = queue.Queue()
-    baseline = []
-    for i in range(events):
-        record = {"event_id": uuid.uuid4().hex, "step_index": i, "emitted_at": time.time_ns()}
-        started = time.perf_counter_ns()
-        baseline_queue.put_nowait(record)
-        baseline.append((time.perf_counter_ns() - started) / 1000)
-    results["baseline queue.put_nowait"] = summarize(baseline)
+        for agents in (1, 100):
+            costs = _agents_emit(monitor, agents, events, rate, baseline=True)
+            results[f"baseline put_nowait, {agents} agent(s), {rate:,.0f}/s"] = summarize(costs)
+            monitor.flush(60)
     return results
 
 

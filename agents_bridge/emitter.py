@@ -17,7 +17,8 @@ import asyncio
 import collections
 import logging
 import time
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaClient, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -34,6 +35,7 @@ from agents_bridge.topics import events_topic
 __all__ = ["ROUTE", "SKETCH_SOURCE", "Emitter", "EmitterStats"]
 
 _log = logging.getLogger(__name__)
+T = TypeVar("T")
 _EVENT = "trc.AgentEvent"
 _BATCH = 5_000
 _RETRY_S = 0.5
@@ -148,10 +150,21 @@ class Emitter:
         """Wait until everything queued so far was sent or journaled; False on timeout."""
         deadline = timeout if timeout is not None else self._settings.flush_timeout_s
         try:
-            self._thread.run(asyncio.wait_for(self._until_idle(), deadline), timeout=deadline + 1)
+            return self._thread.run(self.drained(within_s=deadline), timeout=deadline + 1)
+        except TimeoutError:
+            return False
+
+    async def drained(self, *, within_s: float) -> bool:
+        """:meth:`flush` for code running on the sender's own loop (see :meth:`run`)."""
+        try:
+            await asyncio.wait_for(self._until_idle(), within_s)
         except TimeoutError:
             return False
         return True
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the sender's loop, alongside the sending, and wait for it."""
+        return self._thread.run(coro)
 
     def close(self) -> None:
         """Flush with the configured deadline; what is left goes to the journal."""

@@ -21,7 +21,9 @@ the parent dies, the child still sends (or journals) everything it was given.
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import json
 import logging
 import marshal
@@ -308,54 +310,66 @@ def _settings_json(settings: Settings) -> str:
 
 
 def _serve(ring: SharedRing, doorbell: int, reply_fd: int, settings: Settings) -> None:
-    """Take frames until the parent asks to close or goes away; send every event."""
+    """Take frames until the parent asks to close or goes away; send every event.
+
+    The ring is read on the emitter's own event loop: one thread, so reading
+    never waits for the interpreter lock behind encoding (or the reverse).
+    """
     emitter = Emitter(settings)
     emitter.start()
+    try:
+        close = emitter.run(_read_ring(emitter, ring, doorbell, reply_fd))
+    finally:
+        emitter.close()
+    if close is not None:
+        _answer(reply_fd, close, None)
+
+
+async def _read_ring(
+    emitter: Emitter, ring: SharedRing, doorbell: int, reply_fd: int
+) -> int | None:
+    """Feed the emitter from the ring; the number of a close request, or None when the
+    parent went away."""
+    loop = asyncio.get_running_loop()
+    rung = asyncio.Event()
+    loop.add_reader(doorbell, rung.set)
     last_data = time.monotonic()
     try:
         while True:
-            bodies = ring.take()
-            if bodies:
-                if _deliver(emitter, bodies, reply_fd):
-                    return
+            for body in ring.take():
                 last_data = time.monotonic()
-                continue
+                message = marshal.loads(body)
+                if isinstance(message, dict):
+                    emitter.emit(message)
+                    continue
+                kind, number, argument = message
+                if kind == "close":
+                    return int(number)
+                answer = (
+                    await emitter.drained(within_s=argument)
+                    if kind == "flush"
+                    else emitter.describe()
+                )
+                _answer(reply_fd, number, answer)
             asleep = time.monotonic() - last_data >= _POLL_FOR_S
             ring.set_asleep(asleep)
-            readable, _, _ = select.select(
-                [doorbell], [], [], _ASLEEP_RECHECK_S if asleep else _POLL_S
-            )
-            if readable and not os.read(doorbell, 4096):  # the parent is gone
-                _deliver(emitter, ring.take(), reply_fd)
-                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(rung.wait(), _ASLEEP_RECHECK_S if asleep else _POLL_S)
+            if rung.is_set():
+                rung.clear()
+                if not os.read(doorbell, 4096):  # the parent is gone: take the rest, stop
+                    for body in ring.take():
+                        message = marshal.loads(body)
+                        if isinstance(message, dict):
+                            emitter.emit(message)
+                    return None
     finally:
-        emitter.close()
+        loop.remove_reader(doorbell)
 
 
-def _deliver(emitter: Emitter, bodies: list[bytes], reply_fd: int) -> bool:
-    """Queue the events, answer the control messages; True when asked to close."""
-    for body in bodies:
-        message = marshal.loads(body)
-        if isinstance(message, dict):
-            emitter.emit(message)
-        elif _control(emitter, message, reply_fd):
-            return True
-    return False
-
-
-def _control(emitter: Emitter, message: tuple[str, int, float], reply_fd: int) -> bool:
-    """Answer one control message; True when the child should exit."""
-    kind, number, argument = message
-    answer: Any = None
-    if kind == "flush":
-        answer = emitter.flush(argument)
-    elif kind == "describe":
-        answer = emitter.describe()
-    elif kind == "close":
-        emitter.close()
+def _answer(reply_fd: int, number: int, answer: Any) -> None:
     body = marshal.dumps((number, answer))
     os.write(reply_fd, _LENGTH.pack(len(body)) + body)
-    return kind == "close"
 
 
 def _child_main() -> None:

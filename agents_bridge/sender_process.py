@@ -331,6 +331,7 @@ async def _read_ring(
     """Feed the emitter from the ring; the number of a close request, or None when the
     parent went away."""
     loop = asyncio.get_running_loop()
+    os.set_blocking(doorbell, False)
     rung = asyncio.Event()
     loop.add_reader(doorbell, rung.set)
     last_data = time.monotonic()
@@ -357,7 +358,11 @@ async def _read_ring(
                 await asyncio.wait_for(rung.wait(), _ASLEEP_RECHECK_S if asleep else _POLL_S)
             if rung.is_set():
                 rung.clear()
-                if not os.read(doorbell, 4096):  # the parent is gone: take the rest, stop
+                try:
+                    rang = os.read(doorbell, 4096)
+                except BlockingIOError:  # a readiness callback queued before the last read
+                    continue
+                if not rang:  # the parent is gone: take the rest, stop
                     for body in ring.take():
                         message = marshal.loads(body)
                         if isinstance(message, dict):

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from typing import Any
 
 import pytest
@@ -96,3 +97,23 @@ def test_the_thread_sender_can_be_chosen(bootstrap_servers: str) -> None:
         assert monitor.flush(30)
         assert monitor.stats()["sender"] == "thread"
     assert asyncio.run(_steps_until(bootstrap_servers, agent_id, 1)) == [1]
+
+
+def test_an_idle_sender_wakes_for_the_next_event_without_a_flush(bootstrap_servers: str) -> None:
+    settings = load_settings(bootstrap_servers=bootstrap_servers, control_attach_timeout_s=0)
+    agent_id = unique("waking-agent")
+    with Monitor(settings) as monitor:
+        with monitor.run(unique("before-idle")) as run:
+            run.step("work")
+        assert monitor.flush(30)
+        # The state under test: the sender stopped polling and waits for the doorbell.
+        ring = monitor._emitter._ring
+        assert ring is not None
+        deadline = time.monotonic() + 10
+        while not ring.reader_asleep:
+            assert time.monotonic() < deadline, "the sender process never went idle"
+            time.sleep(0.05)
+        with monitor.run(agent_id) as run:
+            run.step("work")
+            # No flush, no stats(): only the doorbell wakes the sender.
+            assert asyncio.run(_steps_until(bootstrap_servers, agent_id, 1)) == [1]

@@ -291,10 +291,11 @@ class AgentRun:
         Waiting blocks the calling thread; asyncio code that must not block its
         event loop awaits :meth:`checkpoint` at its boundaries instead.
         """
-        with self._changed:
-            while self.pause_command is not None and self.kill_command is None:
-                self._acknowledge(self.pause_command, "paused")
-                self._changed.wait()
+        if self.pause_command is not None:  # unlocked read: a PAUSE landing now holds next time
+            with self._changed:
+                while self.pause_command is not None and self.kill_command is None:
+                    self._acknowledge(self.pause_command, "paused")
+                    self._changed.wait()
         self._raise_if_halted()
 
     async def checkpoint(self) -> None:

@@ -193,12 +193,11 @@ class SenderProcess:
                 local.emit(message)
         self._backlog.clear()
         self._backlog_bytes = 0
-        self._local = local  # every later event queues behind those
         # Connecting may take seconds; whoever got here (maybe an agent thread) goes on.
-        self._local_start = threading.Thread(
-            target=local.start, name="trc-sender-start", daemon=True
-        )
-        self._local_start.start()
+        starter = threading.Thread(target=local.start, name="trc-sender-start", daemon=True)
+        starter.start()
+        self._local_start = starter  # before _local: who sees _local may join the start
+        self._local = local  # every later event queues behind those
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything emitted so far was sent or journaled; False on timeout."""

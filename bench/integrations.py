@@ -6,8 +6,8 @@ One agent step is one model call plus the tool call it asks for (a ReAct
 turn). Each framework runs the same scripted agent of ``--steps`` steps, bare
 and instrumented, alternately, in this process, with a fast fake model (no
 latency), so the difference is the integration's own cost: callbacks or span
-processing, the events it emits (appended to the monitor's queue; a
-background thread sends them to an embedded broker this script starts).
+processing, the events it emits (copied to the monitor's sender process,
+which sends them to an embedded broker this script starts).
 
 A sample is one run's time divided by its steps; bare, floor (the framework
 calling a hook that does nothing) and instrumented runs alternate. The first
@@ -15,11 +15,12 @@ table gives the median and p99 per step of bare and instrumented runs, the
 overhead (each instrumented run minus the bare run just before it: the median
 and p99 of these paired differences, robust to a busy machine's drift), and
 that overhead as a share of a step whose model call takes 100 ms (target:
-under 1 %). With a model answering at once, the monitor's sender thread
-encodes and ships the events while the agent runs and competes with it for
-the GIL, so this is an upper bound. The second table runs the same agents with
-a model that takes 100 ms (during which the sender does its work, as in a live
-agent): a cross-check whose run-to-run noise is about 1 ms.
+under 1 %). The sender process encodes and ships the events on the other
+core meanwhile. The second table runs the same agents with a model that
+sleeps 100 ms: a cross-check that also charges the integration for running
+cold after each wait (on this VM, the first code after a 100 ms sleep runs
+many times slower than warm: allocating a lock took 33 µs instead of 0.1 µs),
+and whose run-to-run noise is 1 ms or more.
 """
 
 from __future__ import annotations

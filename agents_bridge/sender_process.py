@@ -141,10 +141,14 @@ class SenderProcess:
 
     def start(self) -> None:
         """Start the child (or the local sender); returns without waiting for the broker."""
-        if self._settings.sender == "thread":
-            self._send_locally(None)
+        if self._settings.sender == "thread" or not hasattr(os, "memfd_create"):
+            self._send_locally(None)  # chosen, or not Linux: no memfd for the ring
             return
-        self._ring = SharedRing.create(_RING_BYTES)
+        try:
+            self._ring = SharedRing.create(_RING_BYTES)
+        except OSError as exc:
+            self._send_locally(f"no shared memory for the sender process ({exc})")
+            return
         bell_read, bell_write = os.pipe()
         reply_read, reply_write = os.pipe()
         theirs = (self._ring.fd, bell_read, reply_write)
@@ -160,6 +164,9 @@ class SenderProcess:
             self._child.stdin.write(_settings_json(self._settings).encode())
             self._child.stdin.close()
         except OSError as exc:
+            self._child = None
+            os.close(bell_write)
+            os.close(reply_read)
             self._send_locally(f"cannot start the sender process ({exc})")
         else:
             with self._lock:

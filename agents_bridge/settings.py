@@ -96,7 +96,8 @@ class Settings(BaseSettings):
     sender: Literal["process", "thread"] = Field(
         "process",
         description="Where events are encoded and sent: a child process (the agent's thread "
-        "only writes to a pipe) or a thread of the agent's process.",
+        "only copies them to shared memory; Linux, elsewhere the thread) or a thread of the "
+        "agent's process.",
     )
     capture_tool_args: bool = Field(
         False, description="Send canonical tool arguments, not only their hash."

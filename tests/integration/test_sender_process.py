@@ -86,19 +86,6 @@ def test_a_killed_sender_process_hands_over_to_a_thread_and_loses_nothing(
     assert steps == list(range(1, _EVENTS + 2))
 
 
-def test_the_thread_sender_can_be_chosen(bootstrap_servers: str) -> None:
-    settings = load_settings(
-        bootstrap_servers=bootstrap_servers, control_attach_timeout_s=0, sender="thread"
-    )
-    agent_id = unique("threaded-agent")
-    with Monitor(settings) as monitor:
-        with monitor.run(agent_id) as run:
-            run.step("work")
-        assert monitor.flush(30)
-        assert monitor.stats()["sender"] == "thread"
-    assert asyncio.run(_steps_until(bootstrap_servers, agent_id, 1)) == [1]
-
-
 def test_an_idle_sender_wakes_for_the_next_event_without_a_flush(bootstrap_servers: str) -> None:
     settings = load_settings(bootstrap_servers=bootstrap_servers, control_attach_timeout_s=0)
     agent_id = unique("waking-agent")
@@ -117,3 +104,21 @@ def test_an_idle_sender_wakes_for_the_next_event_without_a_flush(bootstrap_serve
             run.step("work")
             # No flush, no stats(): only the doorbell wakes the sender.
             assert asyncio.run(_steps_until(bootstrap_servers, agent_id, 1)) == [1]
+
+
+@pytest.mark.parametrize("why", ["chosen", "the sender process cannot start"])
+def test_the_thread_sender_delivers_when_chosen_or_needed(
+    why: str, bootstrap_servers: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if why == "chosen":
+        monkeypatch.setenv("TRC_SENDER", "thread")
+    else:
+        monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    settings = load_settings(bootstrap_servers=bootstrap_servers, control_attach_timeout_s=0)
+    agent_id = unique("threaded-agent")
+    with Monitor(settings) as monitor:
+        with monitor.run(agent_id) as run:
+            run.step("work")
+        assert monitor.flush(30)
+        assert monitor.stats()["sender"] == "thread"
+    assert asyncio.run(_steps_until(bootstrap_servers, agent_id, 1)) == [1]

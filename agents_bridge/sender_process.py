@@ -5,7 +5,7 @@ agent's own process that work holds the interpreter lock, and an agent thread
 that wants the lock back waits for it: measured, p99 emit cost 365-725 µs. In
 a child process it runs on another core and never touches the agent's lock;
 the agent's thread pays a ``marshal.dumps`` and a copy into a shared ring
-(:mod:`agents_bridge._shared_ring`), with no system call.
+(:mod:`agents_bridge._shared_ring`), with no system call while events flow.
 
 The child runs the :class:`~agents_bridge.emitter.Emitter` (queue, batching,
 journal spill and replay). It polls the ring every millisecond while events

@@ -111,21 +111,22 @@ class SenderProcess:
     def _put(self, body: bytes) -> None:
         """Into the ring behind any backlog; what does not fit (or comes before
         :meth:`start`) waits. Holds the lock."""
-        if self._ring is None:
-            self._backlog.append(body)
-            self._backlog_bytes += len(body)
-            return
-        if len(body) > self._ring.max_frame:
+        ring = self._ring
+        if ring is not None and len(body) > ring.max_frame:
             self._rejected += 1
             _log.error("dropping a %d-byte record: larger than the sender accepts", len(body))
             return
-        while self._backlog and self._ring.put(self._backlog[0]):
-            self._backlog_bytes -= len(self._backlog.popleft())
-        if body and (self._backlog or not self._ring.put(body)):
+        if ring is None or not (self._drain(ring) and ring.put(body)):
             self._backlog.append(body)
             self._backlog_bytes += len(body)
-        if self._ring.reader_asleep:
+        if ring is not None and ring.reader_asleep:
             self._ring_doorbell()
+
+    def _drain(self, ring: SharedRing) -> bool:
+        """Move the backlog into the ring, oldest first; True when nothing waits."""
+        while self._backlog and ring.put(self._backlog[0]):
+            self._backlog_bytes -= len(self._backlog.popleft())
+        return not self._backlog
 
     def _ring_doorbell(self) -> None:
         assert self._ring is not None
@@ -170,7 +171,7 @@ class SenderProcess:
             self._send_locally(f"cannot start the sender process ({exc})")
         else:
             with self._lock:
-                self._put(b"")  # what was emitted before the start
+                self._drain(self._ring)  # what was emitted before the start
             self._watcher = threading.Thread(
                 target=self._watch, name="trc-sender-watch", daemon=True
             )
@@ -272,10 +273,9 @@ class SenderProcess:
                 self._put(marshal.dumps((kind, number, argument)))
             while True:  # the request must be in the ring to be answered
                 with self._lock:
-                    if self._local is not None:
+                    if self._local is not None or self._ring is None:
                         return None
-                    self._put(b"")
-                    if not self._backlog:
+                    if self._drain(self._ring):
                         self._ring_doorbell()
                         break
                 if time.monotonic() > deadline:
@@ -341,6 +341,7 @@ async def _read_ring(
     rung = asyncio.Event()
     loop.add_reader(doorbell, rung.set)
     last_data = time.monotonic()
+    parent_gone = False
     try:
         while True:
             for body in ring.take():
@@ -358,29 +359,25 @@ async def _read_ring(
                     else emitter.describe()
                 )
                 _answer(reply_fd, number, answer)
+            if parent_gone:
+                return None
             asleep = time.monotonic() - last_data >= _POLL_FOR_S
             ring.set_asleep(asleep)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(rung.wait(), _ASLEEP_RECHECK_S if asleep else _POLL_S)
             if rung.is_set():
                 rung.clear()
-                try:
-                    rang = os.read(doorbell, 4096)
-                except BlockingIOError:  # a readiness callback queued before the last read
-                    continue
-                if not rang:  # the parent is gone: take the rest, stop
-                    for body in ring.take():
-                        message = marshal.loads(body)
-                        if isinstance(message, dict):
-                            emitter.emit(message)
-                    return None
+                with contextlib.suppress(BlockingIOError):  # a stale readiness callback
+                    # End of file: the parent is gone; take what it left, then stop.
+                    parent_gone = not os.read(doorbell, 4096)
     finally:
         loop.remove_reader(doorbell)
 
 
 def _answer(reply_fd: int, number: int, answer: Any) -> None:
     body = marshal.dumps((number, answer))
-    os.write(reply_fd, _LENGTH.pack(len(body)) + body)
+    with contextlib.suppress(BrokenPipeError):  # the parent is gone: nobody to answer
+        os.write(reply_fd, _LENGTH.pack(len(body)) + body)
 
 
 def _child_main() -> None:

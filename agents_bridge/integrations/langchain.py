@@ -419,19 +419,14 @@ class TrcCallbackHandler(BaseCallbackHandler):
         parent_run_id: UUID | None = None,
         **kwargs: Any,
     ) -> None:
-        node = self._pop(run_id)
-        if node is None or node.call is None:
-            return
         content = getattr(output, "content", output)
         status = getattr(output, "status", "success")
-        node.call.response_received(
+        self._tool_end(
+            run_id,
             output_summary=summarize(content),
             status="error" if status == "error" else "ok",
             result=content,
         )
-        node.call.response_parsed()
-        node.agent.reentry.append(node.call)
-        self._close_if_root(node, run_id)
 
     def on_tool_error(
         self,
@@ -441,10 +436,18 @@ class TrcCallbackHandler(BaseCallbackHandler):
         parent_run_id: UUID | None = None,
         **kwargs: Any,
     ) -> None:
+        self._tool_end(run_id, error)
+
+    def _tool_end(self, run_id: UUID, error: BaseException | None = None, **received: Any) -> None:
+        """A tool's (or retriever's) response: parsed unless it failed; reasoning next."""
         node = self._pop(run_id)
         if node is None or node.call is None:
             return
-        node.call.response_received(error=error if isinstance(error, Exception) else None)
+        if error is not None:
+            node.call.response_received(error=error if isinstance(error, Exception) else None)
+        else:
+            node.call.response_received(**received)
+            node.call.response_parsed()
         node.agent.reentry.append(node.call)
         self._close_if_root(node, run_id, error)
 
@@ -472,13 +475,7 @@ class TrcCallbackHandler(BaseCallbackHandler):
         parent_run_id: UUID | None = None,
         **kwargs: Any,
     ) -> None:
-        node = self._pop(run_id)
-        if node is None or node.call is None:
-            return
-        node.call.response_received(output_summary=f"{len(documents)} documents")
-        node.call.response_parsed()
-        node.agent.reentry.append(node.call)
-        self._close_if_root(node, run_id)
+        self._tool_end(run_id, output_summary=f"{len(documents)} documents")
 
     def on_retriever_error(
         self,

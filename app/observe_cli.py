@@ -184,67 +184,72 @@ def _emit_json(data: Any, out: TextIO) -> None:
     out.write("\n")
 
 
-def _agents(args: argparse.Namespace, out: TextIO) -> int:
-    data = get_json(server_url(args), "/api/fleet")
-    rows = [r for r in data["agents"] if not args.state or r["state"] == args.state]
+def _listing(
+    rows: list[dict[str, Any]],
+    args: argparse.Namespace,
+    out: TextIO,
+    noun: str,
+    headers: list[str],
+    cells: Callable[[dict[str, Any]], list[Any]],
+) -> int:
+    """``rows`` as JSON or a table; EXIT_NOT_FOUND (and a note) when there are none."""
     if args.output == "json":
         _emit_json(rows, out)
     elif rows:
-        now = data["time"]
-        table(
-            ["AGENT", "TYPE", "STATE", "STEP", "TOKENS/MIN", "COST", "HEARTBEAT", "TASK", "CHAIN"],
-            (
-                [
-                    r["agent_id"],
-                    r["agent_type"],
-                    r["state"],
-                    f"#{r['step_index']} {r['current_step'] or ''}".strip(),
-                    r["tokens_per_minute"],
-                    f"${r['cost_usd']:.4f}",
-                    _ago(r["last_heartbeat_at"], now),
-                    r["task_id"],
-                    r["correlation_id"],
-                ]
-                for r in rows
-            ),
-            out,
-        )
+        table(headers, (cells(r) for r in rows), out)
     if not rows:
-        print("No agents found.", file=sys.stderr)
+        print(f"No {noun} found.", file=sys.stderr)
         return EXIT_NOT_FOUND
     return EXIT_OK
+
+
+def _agents(args: argparse.Namespace, out: TextIO) -> int:
+    data = get_json(server_url(args), "/api/fleet")
+    rows = [r for r in data["agents"] if not args.state or r["state"] == args.state]
+    now = data["time"]
+    return _listing(
+        rows,
+        args,
+        out,
+        "agents",
+        ["AGENT", "TYPE", "STATE", "STEP", "TOKENS/MIN", "COST", "HEARTBEAT", "TASK", "CHAIN"],
+        lambda r: [
+            r["agent_id"],
+            r["agent_type"],
+            r["state"],
+            f"#{r['step_index']} {r['current_step'] or ''}".strip(),
+            r["tokens_per_minute"],
+            f"${r['cost_usd']:.4f}",
+            _ago(r["last_heartbeat_at"], now),
+            r["task_id"],
+            r["correlation_id"],
+        ],
+    )
 
 
 def _tasks(args: argparse.Namespace, out: TextIO) -> int:
     params = {"agent": args.agent, "chain": args.chain, "state": args.state, "limit": args.limit}
     data = get_json(server_url(args), "/api/tasks", params)
     rows = data["tasks"]
-    if args.output == "json":
-        _emit_json(rows, out)
-    elif rows:
-        now = data["time"]
-        table(
-            ["TASK", "AGENT", "STATE", "STATUS", "STEPS", "TOKENS", "COST", "AGE", "CHAIN"],
-            (
-                [
-                    r["task_id"],
-                    r["agent_id"],
-                    r["state"],
-                    r["status"],
-                    r["step_index"],
-                    r["tokens"],
-                    f"${r['cost_usd']:.4f}",
-                    _ago(r["started_at"] or r["last_event_at"], now),
-                    r["correlation_id"],
-                ]
-                for r in rows
-            ),
-            out,
-        )
-    if not rows:
-        print("No tasks found.", file=sys.stderr)
-        return EXIT_NOT_FOUND
-    return EXIT_OK
+    now = data["time"]
+    return _listing(
+        rows,
+        args,
+        out,
+        "tasks",
+        ["TASK", "AGENT", "STATE", "STATUS", "STEPS", "TOKENS", "COST", "AGE", "CHAIN"],
+        lambda r: [
+            r["task_id"],
+            r["agent_id"],
+            r["state"],
+            r["status"],
+            r["step_index"],
+            r["tokens"],
+            f"${r['cost_usd']:.4f}",
+            _ago(r["started_at"] or r["last_event_at"], now),
+            r["correlation_id"],
+        ],
+    )
 
 
 def _trace(args: argparse.Namespace, out: TextIO) -> int:

@@ -35,6 +35,7 @@ from app.worker_process import WorkerProcess
 from tests.integration.conftest import unique
 from tests.integration.topic_reader import read_until
 from tests.integration.worker_api import issue
+from tests.unit.events import SIX_STAGES
 
 pytestmark = pytest.mark.integration
 
@@ -206,15 +207,7 @@ async def test_healthy_langgraph_agent_completes_with_every_step_recorded(
     ]
     # Each tool call at all six stages, in order, inside the step that chose it.
     stages = [(e["step_index"], e["tool_stage"]) for e in events if e["event_type"] == "tool_call"]
-    six = [
-        "selected",
-        "params_extracted",
-        "invoked",
-        "response_received",
-        "response_parsed",
-        "reasoning_reentered",
-    ]
-    assert stages == [(step, stage) for step in (1, 2, 3) for stage in six]
+    assert stages == [(step, stage) for step in (1, 2, 3) for stage in SIX_STAGES]
     received = [e for e in events if e.get("tool_stage") == "response_received"]
     assert [e["output_summary"] for e in received] == [
         "sunny in Oslo",

@@ -8,6 +8,16 @@ from typing import Any
 S = 1_000_000
 """One second in the wire's microseconds."""
 
+SIX_STAGES = [
+    "selected",
+    "params_extracted",
+    "invoked",
+    "response_received",
+    "response_parsed",
+    "reasoning_reentered",
+]
+"""A tool call's stages, in the order the bridge emits them."""
+
 
 def event(event_type: str, at_s: float = 1.0, **fields: Any) -> dict[str, Any]:
     """An event of task 't1' of agent 'a1' in chain 'c1', at ``at_s`` seconds."""

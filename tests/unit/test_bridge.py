@@ -15,6 +15,7 @@ from agents_bridge.journal import Journal
 from agents_bridge.pricing import PriceTable
 from agents_bridge.run import AgentRun, RunSettings
 from agents_bridge.validation import InputGuard
+from tests.unit.events import SIX_STAGES
 
 
 class Recorder:
@@ -57,14 +58,7 @@ def test_a_tool_call_is_recorded_at_six_stages_with_their_own_timestamps() -> No
     with recorder.run() as run, run.tool("search", {"q": "x"}) as call:
         call.response_received(output_summary="3 hits")
     stages = [e["tool_stage"] for e in recorder.of("tool_call")]
-    assert stages == [
-        "selected",
-        "params_extracted",
-        "invoked",
-        "response_received",
-        "response_parsed",
-        "reasoning_reentered",
-    ]
+    assert stages == SIX_STAGES
     received = recorder.of("tool_call")[3]
     assert received["duration_ms"] is not None and received["duration_ms"] >= 0
     times = [e["emitted_at"] for e in recorder.of("tool_call")]

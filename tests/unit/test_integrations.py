@@ -24,6 +24,7 @@ from agents_bridge.integrations._support import OwnedRun, agent_id_from, summari
 from agents_bridge.pricing import PriceTable
 from agents_bridge.run import RunSettings
 from agents_bridge.validation import InputGuard
+from tests.unit.events import SIX_STAGES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -97,16 +98,6 @@ def kill_command(task_id: str) -> dict[str, Any]:
         "reason": "test kill",
         "issued_at": 1,
     }
-
-
-SIX_STAGES = [
-    "selected",
-    "params_extracted",
-    "invoked",
-    "response_received",
-    "response_parsed",
-    "reasoning_reentered",
-]
 
 
 def stages(monitor: RecordingMonitor, agent_id: str | None = None) -> list[tuple[str, str]]:

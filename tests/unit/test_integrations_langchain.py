@@ -21,7 +21,8 @@ from langgraph.prebuilt import ToolNode, tools_condition
 from agents_bridge import AgentKilled, propagation
 from agents_bridge.actions import registry
 from agents_bridge.integrations.langchain import TrcCallbackHandler, instrument, register_tools
-from tests.unit.test_integrations import SIX_STAGES, RecordingMonitor, kill_command, stages
+from tests.unit.events import SIX_STAGES
+from tests.unit.test_integrations import RecordingMonitor, kill_command, stages
 
 
 @tool

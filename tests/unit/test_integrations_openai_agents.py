@@ -30,7 +30,8 @@ from agents_bridge.integrations.openai_agents import (
     run_agent,
 )
 from agents_bridge.integrations.scripted_model import ScriptedModel, call, say
-from tests.unit.test_integrations import SIX_STAGES, RecordingMonitor, kill_command, stages
+from tests.unit.events import SIX_STAGES
+from tests.unit.test_integrations import RecordingMonitor, kill_command, stages
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ from opentelemetry.trace import Status, StatusCode, Tracer
 
 from agents_bridge import AgentKilled
 from agents_bridge.integrations.otel import TrcSpanProcessor
-from tests.unit.test_integrations import SIX_STAGES, RecordingMonitor, stages
+from tests.unit.events import SIX_STAGES
+from tests.unit.test_integrations import RecordingMonitor, stages
 
 
 def traced(**options: object) -> tuple[RecordingMonitor, TrcSpanProcessor, Tracer]:

@@ -48,7 +48,7 @@ async def _paced(
     events: int,
     rate: float,
     emit: Callable[[int], None],
-    untimed: Callable[[int], None] = lambda _: None,
+    untimed: Callable[[int], None],
 ) -> list[float]:
     """``agents`` asyncio tasks calling ``emit(agent)`` (then ``untimed(agent)``) ``events``
     times in all, ``rate`` per second together (0: as fast as they can); µs per call."""
@@ -71,6 +71,10 @@ async def _paced(
     return costs
 
 
+def _nothing(_: int) -> None:
+    pass
+
+
 def _agents_emit(
     monitor: Monitor, agents: int, events: int, rate: float, *, baseline: bool = False
 ) -> list[float]:
@@ -88,13 +92,9 @@ def _agents_emit(
             {"event_id": os.urandom(16).hex(), "agent_id": index, "emitted_at": time.time_ns()}
         )
 
+    timed, untimed = (put, step) if baseline else (step, _nothing)
     try:
-        paced = (
-            _paced(agents, events, rate, put, step)
-            if baseline
-            else (_paced(agents, events, rate, step))
-        )
-        return asyncio.run(paced)
+        return asyncio.run(_paced(agents, events, rate, timed, untimed))
     finally:
         for run in runs:
             run.__exit__(None, None, None)
@@ -146,6 +146,16 @@ async def _bare_producer_rate(bootstrap: str, events: int) -> float:
         await producer.stop()
 
 
+def _steps_flushed(monitor: Monitor, name: str, events: int, done: str) -> float:
+    """Seconds to emit ``events`` steps from one run and flush them (sent or journaled)."""
+    started = time.perf_counter()
+    with monitor.run(f"bench-bridge-{name}-{uuid.uuid4().hex[:4]}") as run:
+        for _ in range(events):
+            run.step(**_STEP)
+    assert monitor.flush(120), f"the events were not {done} within 120 s"
+    return time.perf_counter() - started
+
+
 def bench_producer(bootstrap: str, workdir: Path, events: int) -> dict[str, Any]:
     settings = load_settings(bootstrap_servers=bootstrap, journal_dir=workdir / "journal-rate")
     with Monitor(settings) as monitor:
@@ -153,12 +163,7 @@ def bench_producer(bootstrap: str, workdir: Path, events: int) -> dict[str, Any]
             run.step(**_STEP)
         monitor.flush(30)
         sent_before = monitor.stats()["sent"]
-        started = time.perf_counter()
-        with monitor.run(f"bench-bridge-rate-{uuid.uuid4().hex[:4]}") as run:
-            for _ in range(events):
-                run.step(**_STEP)
-        assert monitor.flush(120), "the producer did not drain within 120 s"
-        elapsed = time.perf_counter() - started
+        elapsed = _steps_flushed(monitor, "rate", events, "sent")
         sent = monitor.stats()["sent"] - sent_before
     return {
         "unit": "events/s",
@@ -181,12 +186,7 @@ def bench_journal(workdir: Path, events: int) -> dict[str, Any]:
         flush_timeout_s=120,
     )
     with Monitor(settings) as monitor:
-        started = time.perf_counter()
-        with monitor.run(f"bench-bridge-outage-{uuid.uuid4().hex[:4]}") as run:
-            for _ in range(events):
-                run.step(**_STEP)
-        assert monitor.flush(120), "the events were not journaled within 120 s"
-        spill_s = time.perf_counter() - started
+        spill_s = _steps_flushed(monitor, "outage", events, "journaled")
         spilled = monitor.stats()["spilled"]
         with EmbeddedBroker(port, log_path=workdir / "broker-outage.log"):
             started = time.perf_counter()

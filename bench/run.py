@@ -34,6 +34,7 @@ from agents_bridge import AgentKilled, Monitor, load_settings
 from app.broker import EmbeddedBroker
 from app.worker_process import WorkerProcess
 from bench.stats import machine, report, summarize
+from bench.worker import worker_env
 from tests.conftest import free_port
 
 _PROCESSED = "trc_events_processed_total"
@@ -215,12 +216,7 @@ async def _bare_consume_rate(bootstrap: str, expected: int) -> float:
 def bench_throughput(bootstrap: str, workdir: Path, agents: int, per_agent: int) -> dict[str, Any]:
     total = asyncio.run(_produce_backlog(bootstrap, agents, per_agent))
     bare = asyncio.run(_bare_consume_rate(bootstrap, total))
-    env = {
-        "TRC_BOOTSTRAP_SERVERS": bootstrap,
-        "TRC_APP_ID": f"bench-tp-{uuid.uuid4().hex[:6]}",
-        "TRC_WEB_PORT": str(free_port()),
-        "TRC_DATA_DIR": str(workdir / "tp-data"),
-    }
+    env = worker_env(bootstrap, workdir, "tp")
     with WorkerProcess(env, workdir / "worker-throughput.log") as worker:
         started, last, samples = None, 0.0, []
         deadline = time.monotonic() + 600
@@ -255,13 +251,6 @@ def _wait_drained(worker: WorkerProcess, sent: int) -> None:
     print(file=sys.stderr)
 
 
-def _bench_policy(workdir: Path) -> Path:
-    """The emit benchmark's 50,000-step task must not be killed as a runaway."""
-    path = workdir / "policy.toml"
-    path.write_text("[defaults.steps]\nwarn = 100000000\nkill = 200000000\n")
-    return path
-
-
 def main() -> int:
     logging.getLogger("agents_bridge").setLevel(logging.ERROR)  # one line per kill otherwise
     parser = argparse.ArgumentParser(
@@ -282,13 +271,8 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="trc-bench-"))
     results: dict[str, Any] = {"machine": machine(), "broker": "embedded Tansu", "benchmarks": {}}
     with EmbeddedBroker(free_port(), log_path=workdir / "broker.log") as broker:
-        env = {
-            "TRC_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-            "TRC_APP_ID": f"bench-{uuid.uuid4().hex[:6]}",
-            "TRC_WEB_PORT": str(free_port()),
-            "TRC_DATA_DIR": str(workdir / "data"),
-            "TRC_POLICY_FILE": str(_bench_policy(workdir)),
-        }
+        # The emit benchmark's 20,000-step task must not be killed as a runaway.
+        env = worker_env(broker.bootstrap_servers, workdir, "run", long_tasks=True)
         if {"emit", "kill"} & set(args.which):
             with (
                 WorkerProcess(env, workdir / "worker.log") as worker,

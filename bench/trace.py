@@ -38,6 +38,7 @@ from app.broker import EmbeddedBroker
 from app.observe_cli import get_json, render_trace
 from app.worker_process import WorkerProcess
 from bench.stats import machine, report, summarize
+from bench.worker import worker_env
 from tests.conftest import free_port
 
 
@@ -144,17 +145,9 @@ def bench(sizes: list[int], repeat: int, workdir: Path) -> dict[str, Any]:
         "target": "trc trace of a 1,000-event chain under 1,000 ms",
         "measures": {},
     }
-    policy = workdir / "policy.toml"
-    policy.write_text("[defaults.steps]\nwarn = 100000000\nkill = 200000000\n")
     run = uuid.uuid4().hex[:6]
     with EmbeddedBroker(free_port(), log_path=workdir / "broker.log") as broker:
-        env = {
-            "TRC_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-            "TRC_APP_ID": f"bench-trace-{run}",
-            "TRC_WEB_PORT": str(free_port()),
-            "TRC_DATA_DIR": str(workdir / "data"),
-            "TRC_POLICY_FILE": str(policy),
-        }
+        env = worker_env(broker.bootstrap_servers, workdir, "trace", long_tasks=True)
         with WorkerProcess(env, workdir / "worker.log") as worker:
             server = worker.url("")
             measures = results["measures"]

@@ -78,6 +78,13 @@ class Settings(BaseSettings):
         "late, so keep it small there; on Kafka 100-500 saves idle fetches.",
     )
     data_dir: Path = Field(Path(".trc-data"), description="Worker table store directory.")
+    table_flush_interval_ms: int = Field(
+        1000,
+        ge=0,
+        le=60_000,
+        description="Longest a changed table key waits before it is written to its changelog "
+        "(always before offsets are committed). Longer: fewer changelog records.",
+    )
 
     # Detection
     policy_file: Path | None = Field(

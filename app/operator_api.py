@@ -157,14 +157,27 @@ class OperatorSurface:
         self.settings = settings
         self._app = app
         self._source_topic = f"{prefix}-events-by-chain"
+        flush_s = settings.table_flush_interval_ms / 1000
         self.tasks = JsonTable(
-            app, f"{prefix}-fleet-tasks", partitions, model_loader(TaskView), dump_model, 20_000
+            app,
+            f"{prefix}-fleet-tasks",
+            partitions,
+            model_loader(TaskView),
+            dump_model,
+            20_000,
+            flush_s,
         )
         self.heads = JsonTable(
-            app, f"{prefix}-trace-heads", partitions, model_loader(TraceHead), dump_model, 20_000
+            app,
+            f"{prefix}-trace-heads",
+            partitions,
+            model_loader(TraceHead),
+            dump_model,
+            20_000,
+            flush_s,
         )
         self.chunks = JsonTable(
-            app, f"{prefix}-trace-chunks", partitions, _load_steps, _dump_json, 20_000
+            app, f"{prefix}-trace-chunks", partitions, _load_steps, _dump_json, 20_000, flush_s
         )
         self._subscribers: set[_Subscriber] = set()
         self._dirty_agents: set[str] = set()

@@ -135,10 +135,11 @@ def create_app(settings: Settings) -> faust.App:
     anomalies = app.topic(ANOMALIES, key_serializer="raw", value_serializer="raw")
     dead_letters = app.topic(DEAD_LETTER, key_serializer="raw", value_serializer="raw")
     prefix, partitions = settings.app_id, settings.partitions
-    tasks = StateTable(app, f"{prefix}-tasks", TaskState, partitions)
-    chains = StateTable(app, f"{prefix}-chains", ChainState, partitions)
-    tools = StateTable(app, f"{prefix}-tools", ToolBaseline, partitions)
-    agents = StateTable(app, f"{prefix}-agents", AgentState, partitions)
+    flush_s = settings.table_flush_interval_ms / 1000
+    tasks = StateTable(app, f"{prefix}-tasks", TaskState, partitions, flush_s)
+    chains = StateTable(app, f"{prefix}-chains", ChainState, partitions, flush_s)
+    tools = StateTable(app, f"{prefix}-tools", ToolBaseline, partitions, flush_s)
+    agents = StateTable(app, f"{prefix}-agents", AgentState, partitions, flush_s)
     operator = OperatorSurface(app, settings)  # fleet + trace tables, live stream, dashboard
     commands = CommandPublisher(settings, client_id=f"{settings.app_id}-control")
     state: dict[str, Any] = {"ingest": None, "assigned": False, "shards": None}

@@ -37,9 +37,13 @@ def print_summaries(results: dict[str, Any]) -> None:
         print(f"  {'measure':<46} {'n':>7} {'median':>10} {'p99':>10} {'max':>10}")
         for label, value in figures.items():
             if isinstance(value, dict):
+                notes = ", ".join(
+                    f"{k}: {v}" for k, v in value.items() if k not in ("n", "median", "p99", "max")
+                )
                 print(
                     f"  {label:<46} {value['n']:>7} {value['median']:>10.2f}"
                     f" {value['p99']:>10.2f} {value['max']:>10.2f}"
+                    + (f"  ({notes})" if notes else "")
                 )
             elif label != "unit":
                 print(f"  {label:<46} {value}")

@@ -22,11 +22,15 @@ class WorkerStartError(RuntimeError):
 
 
 class WorkerProcess:
-    """Runs ``trc worker`` with ``TRC_*`` settings from ``env`` and waits for /readyz."""
+    """Runs ``trc worker`` with ``TRC_*`` settings from ``env`` and waits for /readyz.
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    ``module``: another module to run the same way (a benchmark's baseline app).
+    """
+
+    def __init__(self, env: dict[str, str], log_path: Path, module: str = "app.cli") -> None:
         self.env = env
         self.log_path = log_path
+        self._command = [sys.executable, "-m", module] + (["worker"] if module == "app.cli" else [])
         self.web_port = int(env.get("TRC_WEB_PORT", "6066"))
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -40,7 +44,7 @@ class WorkerProcess:
     def start(self, timeout: float = 60.0) -> WorkerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps writing to it
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker"],
+            self._command,
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **self.env},
@@ -70,6 +74,12 @@ class WorkerProcess:
                 pass  # not listening yet, or answering 503 while it joins the group
             time.sleep(0.2)
         raise WorkerStartError(f"worker not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the process has used so far (Linux /proc)."""
+        assert self._process is not None
+        fields = Path(f"/proc/{self._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def metric(self, name: str) -> float:
         """The value of one unlabelled sample on ``/metrics`` (0 before it is exported)."""

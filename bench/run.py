@@ -246,29 +246,48 @@ async def _bare_consume_rate(bootstrap: str, expected: int) -> float:
         await consumer.stop()
 
 
+def _drain_rate(app: WorkerProcess, total: int, label: str) -> dict[str, Any]:
+    """Events/s while ``app`` works through the backlog, and its events per CPU-second."""
+    started, first, last, samples = None, 0.0, 0.0, []
+    deadline = time.monotonic() + 600
+    while last < total and time.monotonic() < deadline:
+        time.sleep(0.5)
+        done = app.metric(_PROCESSED)
+        if done > 0 and started is None:
+            started, first, cpu_start = time.perf_counter(), done, app.cpu_seconds()
+        if started is not None and done > last:
+            samples.append((time.perf_counter(), done, app.cpu_seconds()))
+        last = done
+        print(f"\r  {label}: processed {int(last):,}/{total:,}", end="", file=sys.stderr)
+    print(file=sys.stderr)
+    if not samples or started is None or samples[-1][0] == started:
+        return {"n": int(last), "median": float("nan"), "p99": float("nan"), "max": float("nan")}
+    end, done, cpu_end = samples[-1]
+    rate = (done - first) / (end - started)
+    per_cpu = (done - first) / max(cpu_end - cpu_start, 1e-9)
+    return {
+        "n": int(last),
+        "median": rate,
+        "p99": rate,
+        "max": rate,
+        "per CPU-second": int(per_cpu),
+    }
+
+
 def bench_throughput(bootstrap: str, workdir: Path, agents: int, per_agent: int) -> dict[str, Any]:
     total = asyncio.run(_produce_backlog(bootstrap, agents, per_agent))
     bare = asyncio.run(_bare_consume_rate(bootstrap, total))
     env = worker_env(bootstrap, workdir, "tp")
     with WorkerProcess(env, workdir / "worker-throughput.log") as worker:
-        started, last, samples = None, 0.0, []
-        deadline = time.monotonic() + 600
-        while last < total and time.monotonic() < deadline:
-            time.sleep(0.5)
-            done = worker.metric(_PROCESSED)
-            if done > 0 and started is None:
-                started, first = time.perf_counter(), done
-            if started is not None and done > last:
-                samples.append((time.perf_counter(), done))
-            last = done
-            print(f"\r  processed {int(last):,}/{total:,}", end="", file=sys.stderr)
-        print(file=sys.stderr)
-    elapsed = samples[-1][0] - started if samples and started else float("nan")
-    rate = (samples[-1][1] - first) / elapsed if samples and started else float("nan")
+        real = _drain_rate(worker, total, "worker")
+    naive_env = worker_env(bootstrap, workdir, "naive")
+    with WorkerProcess(naive_env, workdir / "naive.log", module="bench.naive_pipeline") as naive:
+        per_event = _drain_rate(naive, total, "naive Faust pipeline")
     return {
         "unit": "events/s",
         "backlog": f"{total:,} events from {agents} agents (steps, tool calls, LLM calls)",
-        "worker, all detectors": {"n": int(last), "median": rate, "p99": rate, "max": rate},
+        "worker, all detectors": real,
+        "baseline naive Faust, per-event table write": per_event,
         "baseline bare consumer + decode": {"n": total, "median": bare, "p99": bare, "max": bare},
     }
 

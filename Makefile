@@ -29,6 +29,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python -m bench.integrations --json bench/results/integrations.json
 	$(BIN)/python -m bench.bridge --json bench/results/bridge.json
 	$(BIN)/python -m bench.trace --json bench/results/trace.json
+	$(BIN)/python -m bench.broker --json bench/results/broker.json
 
 clean:
 	rm -rf $(VENV) test-artifacts .trc-data

@@ -279,7 +279,7 @@ class OperatorSurface:
             self._push_agents()
 
     def commit(self) -> None:
-        """After each batch of the stream: write the tables, push changed agents, sweep."""
+        """After each batch of the stream: stage writes behind, push changed agents, sweep."""
         try:
             self._commit()
         except Exception:  # never stop the detection stream

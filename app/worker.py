@@ -258,7 +258,7 @@ def create_app(settings: Settings) -> faust.App:
         )
 
     async def each_event(batch: bytes, topic: Any, handle: Any, *states: StateTable[Any]) -> None:
-        """Run ``handle`` on every event of a batch; one table write per key at the end."""
+        """Run ``handle`` on every event of a batch; then the tables may write behind."""
         try:
             values = codec.decode(batch, expect=_BATCH)[1]["events"]
         except Exception as exc:

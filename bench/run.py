@@ -125,7 +125,9 @@ async def _detection_latencies(bootstrap: str, agent_prefix: str) -> list[float]
     return [
         a["detection_latency_ms"]
         for a in anomalies
-        if a["agent_id"].startswith(agent_prefix) and a["detector"] == "reasoning_loop" and a["command_id"]
+        if a["agent_id"].startswith(agent_prefix)
+        and a["detector"] == "reasoning_loop"
+        and a["command_id"]
     ]
 
 

@@ -31,6 +31,9 @@ __all__ = ["AgentTopicIngest", "invalid_reason", "shard_of"]
 
 _log = logging.getLogger(__name__)
 
+_LAG_INTERVAL_S = 1.0
+"""How often the ingest's lag (records not read yet) is reported."""
+
 _COMMIT_INTERVAL_S = 0.1
 """Offsets are committed at most this often: a restart replays at most this much,
 which the detectors' event-id deduplication absorbs."""
@@ -73,11 +76,14 @@ class AgentTopicIngest:
         forward: Forward,
         dead_letter: DeadLetter,
         on_topics: Callable[[int], None] = lambda _: None,
+        on_lag: Callable[[int], None] = lambda _: None,
     ) -> None:
         self._settings = settings
         self._forward = forward
         self._dead_letter = dead_letter
         self._on_topics = on_topics
+        self._on_lag = on_lag
+        self._lag_reported = 0.0
         self._uncommitted: dict[TopicPartition, int] = {}
         self._last_commit = 0.0
         self._topics: set[str] = set()
@@ -136,6 +142,8 @@ class AgentTopicIngest:
                         await asyncio.sleep(1.0)
                 if time.monotonic() - self._last_commit >= _COMMIT_INTERVAL_S:
                     await self._commit()
+                if time.monotonic() - self._lag_reported >= _LAG_INTERVAL_S:
+                    await self._report_lag()
         finally:
             self.running = False
             await self._commit()
@@ -172,6 +180,15 @@ class AgentTopicIngest:
         self._consumer.assign(partitions)
         self._on_topics(len(self._topics))
         _log.info("consuming %d agent topics (new: %s)", len(self._topics), ", ".join(sorted(new)))
+
+    async def _report_lag(self) -> None:
+        self._lag_reported = time.monotonic()
+        lag = 0
+        for tp in self._consumer.assignment():
+            highwater = self._consumer.highwater(tp)  # known once a fetch answered for tp
+            if highwater is not None:
+                lag += max(0, highwater - await self._consumer.position(tp))
+        self._on_lag(lag)
 
     async def _process(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         valid: list[tuple[Record, bytes]] = []

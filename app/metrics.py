@@ -57,6 +57,24 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.processing_delay = Histogram(
+            "trc_processing_delay_seconds",
+            "Agent event emitted -> folded into the detectors' state, every event: how far "
+            "detection runs behind the agents.",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.ingest_lag = Gauge(
+            "trc_ingest_lag_records",
+            "Records on this worker's agent topics not read yet (high watermark - position).",
+            registry=self.registry,
+        )
+        self.table_keys = Gauge(
+            "trc_table_keys",
+            "Keys this worker holds per state table (counted at most every 30 s).",
+            ["table"],
+            registry=self.registry,
+        )
         self.policy_rejected_reloads = Gauge(
             "trc_policy_rejected_reloads",
             "Policy file edits rejected as invalid.",

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from app.detectors._state import State
 
-__all__ = ["JsonTable", "StateTable", "dump_model", "model_loader"]
+__all__ = ["JsonTable", "StateTable", "dump_model", "model_loader", "tables_of"]
 
 V = TypeVar("V")
 M = TypeVar("M", bound=BaseModel)
@@ -57,6 +57,11 @@ def _write_behind(app: faust.App) -> _WriteBehind:
         app.sensors.add(sensor)
         app._trc_write_behind = sensor  # type: ignore[attr-defined]
     return sensor
+
+
+def tables_of(app: faust.App) -> list[JsonTable[Any]]:
+    """Every JsonTable created for ``app``."""
+    return list(_write_behind(app).tables)
 
 
 class JsonTable(Generic[V]):
@@ -139,6 +144,19 @@ class JsonTable(Generic[V]):
                     del self.table[key]
             finally:
                 _current_event.reset(token)
+
+    @property
+    def name(self) -> str:
+        """The Faust table's name."""
+        return str(self.table.name)
+
+    def __len__(self) -> int:
+        """Keys held, staged changes included. Costly on RocksDB: it counts by iterating."""
+        written = len(self.table)
+        for key, (_, value) in self._staged.items():
+            if (value is None) == (key in self.table):
+                written += 1 if value is not None else -1
+        return written
 
     def items(self) -> Iterator[tuple[str, V]]:
         """Every value this worker holds (read-only; safe from timers)."""

@@ -40,7 +40,7 @@ from app.ingest import AgentTopicIngest
 from app.metrics import Metrics
 from app.operator_api import OperatorSurface
 from app.policy import PolicyStore
-from app.state_table import StateTable
+from app.state_table import StateTable, tables_of
 from app.topic_specs import ensure_topics, owned_topics
 from app.transport import FETCH_MAX_WAIT_ATTR, SCHEME
 
@@ -52,6 +52,9 @@ _BATCH = "trc.EventBatch"
 _MAX_BATCH_BYTES = 256 * 1024
 """Well under the 1 MiB default record limit of producers and brokers."""
 
+
+_TABLE_COUNT_INTERVAL_S = 30.0
+"""Table sizes are counted at most this often: a RocksDB table counts by iterating."""
 
 _CONTROL_OUTCOMES = {"control_ack": "ack", "command_rejected": "rejected"}
 """Agent events that belong in the control audit trail, and their audit entry."""
@@ -142,7 +145,12 @@ def create_app(settings: Settings) -> faust.App:
     agents = StateTable(app, f"{prefix}-agents", AgentState, partitions, flush_s)
     operator = OperatorSurface(app, settings)  # fleet + trace tables, live stream, dashboard
     commands = CommandPublisher(settings, client_id=f"{settings.app_id}-control")
-    state: dict[str, Any] = {"ingest": None, "assigned": False, "shards": None}
+    state: dict[str, Any] = {
+        "ingest": None,
+        "assigned": False,
+        "shards": None,
+        "tables_counted": -_TABLE_COUNT_INTERVAL_S,
+    }
 
     async def forward(batch: list[tuple[dict[str, Any], bytes]]) -> list[Any]:
         # One record per chain (and per agent) per ingest batch: the stream pays its
@@ -274,6 +282,7 @@ def create_app(settings: Settings) -> faust.App:
 
     async def on_chain_event(event: dict[str, Any]) -> None:
         metrics.events_processed.inc()
+        metrics.processing_delay.observe(max(0.0, (now_us() - event["emitted_at"]) / 1e6))
         operator.observe(event)
         policy = policies.current().for_agent_type(event.get("agent_type"))
         tool_key = event.get("tool_name") or ""
@@ -358,7 +367,9 @@ def create_app(settings: Settings) -> faust.App:
     async def run_ingest() -> None:
         await ensure_topics(settings, owned_topics(settings.partitions))
         await commands.start()
-        ingest = AgentTopicIngest(settings, forward, dead_letter, metrics.agent_topics.set)
+        ingest = AgentTopicIngest(
+            settings, forward, dead_letter, metrics.agent_topics.set, metrics.ingest_lag.set
+        )
         if state["shards"] is not None:
             ingest.own(state["shards"])
         state["ingest"] = ingest
@@ -382,6 +393,14 @@ def create_app(settings: Settings) -> faust.App:
             state["ingest"].own(state["shards"])
         state["assigned"] = True
 
+    def count_table_keys() -> None:
+        if time.monotonic() - state["tables_counted"] < _TABLE_COUNT_INTERVAL_S:
+            return
+        state["tables_counted"] = time.monotonic()
+        for table in tables_of(app):
+            name = table.name.removeprefix(f"{settings.app_id}-")
+            metrics.table_keys.labels(table=name).set(len(table))
+
     app.task(run_ingest)
     app.timer(1.0)(check_silence)
     app.on_rebalance_complete.connect(on_rebalanced)
@@ -389,6 +408,7 @@ def create_app(settings: Settings) -> faust.App:
     class MetricsView(View):
         async def get(self, request: Request) -> Response:
             metrics.policy_rejected_reloads.set(policies.rejected_reloads)
+            count_table_keys()
             return self.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4")
 
     class HealthView(View):

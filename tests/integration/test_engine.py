@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -152,3 +153,36 @@ async def test_default_agents_keep_the_default_thresholds(
         what="the planner's step_count warning",
     )
     assert not any(v and v["agent_id"] == agent_id for _, v in seen)
+
+
+def _sample(worker: WorkerProcess, series: str) -> float | None:
+    """The value of one exported series (name and labels as exposed), or None."""
+    with urllib.request.urlopen(worker.url("/metrics"), timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(f"{series} "):
+                return float(line.split()[1])
+    return None
+
+
+async def test_the_worker_exports_how_far_behind_it_runs_and_its_table_sizes(
+    bootstrap_servers: str,
+) -> None:
+    env = worker_env(bootstrap_servers)
+    agent_ids = [unique("sized") for _ in range(3)]
+    with WorkerProcess(env, Path(ARTIFACTS) / f"worker-{env['TRC_APP_ID']}.log") as worker:
+        with Monitor(load_settings(bootstrap_servers=bootstrap_servers)) as monitor:
+            for agent_id in agent_ids:
+                with monitor.run(agent_id) as run:
+                    for step in range(5):
+                        run.step(f"step {step}")
+            assert monitor.flush(10)
+        sent = 3 * 7  # task_start, 5 steps, task_end each
+        deadline = asyncio.get_running_loop().time() + 30
+        while (done := worker.metric("trc_events_processed_total")) < sent:
+            assert asyncio.get_running_loop().time() < deadline, f"processed {done} of {sent}"
+            await asyncio.sleep(0.1)
+        # Every processed event is timed from its emission.
+        assert _sample(worker, "trc_processing_delay_seconds_count") == done
+        assert _sample(worker, 'trc_table_keys{table="tasks"}') == 3
+        assert _sample(worker, 'trc_table_keys{table="fleet-tasks"}') == 3
+        assert _sample(worker, "trc_ingest_lag_records") == 0

@@ -20,8 +20,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from app.detectors.token_buckets import Buckets, add_tokens, tokens_in_window
+
 __all__ = [
-    "TOKEN_WINDOW_S",
     "AgentRow",
     "TaskView",
     "agent_rows",
@@ -31,8 +32,6 @@ __all__ = [
 ]
 
 US = 1_000_000
-TOKEN_WINDOW_S = 60
-"""Tokens per minute are the tokens of the last 60 s, kept in 1 s buckets."""
 
 _SILENCE_INTERVALS = 2
 """Heartbeat intervals without a beat before an agent counts as silent (the detector's rule)."""
@@ -69,8 +68,8 @@ class TaskView(BaseModel):
     errors: int = 0
     tokens: int = 0
     cost_usd: float = 0.0
-    token_buckets: tuple[tuple[int, int], ...] = ()
-    """(second, tokens) of the last :data:`TOKEN_WINDOW_S` seconds of llm calls."""
+    token_buckets: Buckets = ()
+    """Tokens of the last minute's llm calls, per second."""
     last_command_id: str | None = None
     partition: int = -1
     """The re-keyed stream's partition that writes this view (retention deletes go there)."""
@@ -97,23 +96,9 @@ class AgentRow(BaseModel):
     errors: int
 
 
-def _add_tokens(
-    buckets: tuple[tuple[int, int], ...], at_us: int, tokens: int
-) -> tuple[tuple[int, int], ...]:
-    second = at_us // US
-    horizon = second - TOKEN_WINDOW_S
-    kept = [(s, n) for s, n in buckets if s > horizon]
-    if kept and kept[-1][0] == second:
-        kept[-1] = (second, kept[-1][1] + tokens)
-    else:
-        kept.append((second, tokens))
-    return tuple(kept)
-
-
 def tokens_per_minute(view: TaskView, now_us: int) -> int:
     """Tokens the task's model calls used in the last minute before ``now_us``."""
-    horizon = now_us // US - TOKEN_WINDOW_S
-    return sum(n for s, n in view.token_buckets if s > horizon)
+    return tokens_in_window(view.token_buckets, now_us)
 
 
 def apply_event(view: TaskView | None, event: dict[str, Any], partition: int = -1) -> TaskView:
@@ -167,7 +152,7 @@ def apply_event(view: TaskView | None, event: dict[str, Any], partition: int = -
         update.update(
             tokens=view.tokens + tokens,
             cost_usd=view.cost_usd + float(event.get("cost_usd") or 0.0),
-            token_buckets=_add_tokens(view.token_buckets, at, tokens),
+            token_buckets=add_tokens(view.token_buckets, at, tokens),
         )
     if event.get("status") == "error" or kind == "error":
         update["errors"] = view.errors + 1

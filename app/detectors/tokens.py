@@ -6,8 +6,9 @@ from typing import Any
 
 from pydantic import Field
 
-from app.detectors._state import US, Config, State, crossed
+from app.detectors._state import Config, State, crossed
 from app.detectors.finding import Finding
+from app.detectors.token_buckets import Buckets, add_tokens, tokens_in_window
 
 __all__ = ["TokenConfig", "TokenState", "detect_tokens"]
 
@@ -22,8 +23,8 @@ class TokenState(State):
     step: int = -1
     step_tokens: int = 0
     previous_step_tokens: int | None = None
-    recent: tuple[tuple[int, int], ...] = ()
-    """(emitted_at µs, tokens) of the last minute's LLM calls."""
+    per_second: Buckets = ()
+    """Tokens of the last minute's LLM calls, per second (bounded however fast they come)."""
     reported: frozenset[str] = frozenset()
 
 
@@ -41,7 +42,7 @@ def detect_tokens(
             update={"step": step, "step_tokens": 0, "previous_step_tokens": previous}
         )
     step_tokens = state.step_tokens + tokens
-    recent = (*(r for r in state.recent if r[0] > now - 60 * US), (now, tokens))
+    per_second = add_tokens(state.per_second, now, tokens)
     findings: list[Finding] = []
     reported = set(state.reported)
     previous = state.previous_step_tokens
@@ -63,7 +64,7 @@ def detect_tokens(
                 threshold=config.growth_factor,
             )
         )
-    rate = sum(t for _, t in recent)
+    rate = tokens_in_window(per_second, now)
     level = crossed(rate, config.tokens_per_minute, warn_fraction)
     if level is None:
         reported -= {"rate:warning", "rate:breach"}
@@ -80,6 +81,10 @@ def detect_tokens(
             )
         )
     new_state = state.model_copy(
-        update={"step_tokens": step_tokens, "recent": recent, "reported": frozenset(reported)}
+        update={
+            "step_tokens": step_tokens,
+            "per_second": per_second,
+            "reported": frozenset(reported),
+        }
     )
     return new_state, findings

@@ -50,6 +50,18 @@ class TestTokens:
         _, findings = detect_tokens(state, llm(1, 10, at_s=70), config, 0.8)
         assert findings == [], "a minute later the rate has dropped"
 
+    def test_the_window_stays_small_for_an_agent_calling_its_model_flat_out(self) -> None:
+        state, config = TokenState(), TokenConfig(tokens_per_minute=30_000, growth_factor=100)
+        levels = []
+        for i in range(3000):  # 100 calls a second for 30 s, 10 tokens each
+            state, findings = detect_tokens(state, llm(1, 10, at_s=1 + i / 100), config, 0.8)
+            levels += [(i, f.level) for f in findings]
+        assert levels == [(2399, "warning"), (2999, "breach")], "24,000 and 30,000 tokens"
+        assert len(state.per_second) == 30
+        for i in range(100):  # a minute later, from a slower loop: the old seconds are gone
+            state, _ = detect_tokens(state, llm(1, 10, at_s=95 + i), config, 0.8)
+        assert len(state.per_second) <= 61
+
 
 def tool(duration_ms: float, at_s: float = 1.0, **fields: object) -> dict[str, object]:
     return event("tool_call", at_s, tool_name="search", duration_ms=duration_ms, **fields)

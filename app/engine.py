@@ -92,7 +92,10 @@ def process_chain_event(
     event: dict[str, Any],
     policy: PolicyConfig,
 ) -> tuple[TaskState, ChainState, ToolBaseline, list[Outcome]]:
-    """Fold ``event`` into its task, chain and tool baseline; decide on every finding."""
+    """Fold ``event`` into its task, chain and tool baseline; decide on every finding.
+
+    The chain and the baseline come back as the same objects when the event did
+    not change them, so the caller can skip writing them."""
     if event["event_id"] in task.seen:
         return task, chain, baseline, []
     warn = policy.warn_fraction
@@ -136,7 +139,8 @@ def process_chain_event(
                 decision = dataclasses.replace(decision, kill=False)  # already commanded
             killed.add(target)
         outcomes.append(Outcome(finding, decision))
-    task = TaskState(
+    # Every part was built by its detector: construct without validating it all again.
+    task = TaskState.model_construct(
         seen=(*task.seen, event["event_id"])[-_DEDUP_MEMORY:],
         loop=loop,
         tokens=tokens,
@@ -147,9 +151,10 @@ def process_chain_event(
         duration=duration,
         malformed=malformed,
     )
-    chain = ChainState(
-        failures=failures, breaches=breaches or BreachWindow(), killed=frozenset(killed)
-    )
+    if failures is not chain.failures or breaches is not chain.breaches or killed != chain.killed:
+        chain = ChainState.model_construct(
+            failures=failures, breaches=breaches or BreachWindow(), killed=frozenset(killed)
+        )
     return task, chain, baseline, outcomes
 
 

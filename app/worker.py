@@ -292,9 +292,9 @@ def create_app(settings: Settings) -> faust.App:
             tasks.get(event["task_id"]), old_chain, old_baseline, event, policy
         )
         tasks.stage(event["task_id"], task)
-        if chain != old_chain:
+        if chain is not old_chain:
             chains.stage(event["correlation_id"], chain)
-        if tool_key and baseline != old_baseline:
+        if tool_key and baseline is not old_baseline:
             tools.stage(tool_key, baseline)
         for outcome in outcomes:
             await respond(outcome)

@@ -134,7 +134,7 @@ async def _detection_latencies(bootstrap: str, agent_prefix: str) -> list[float]
 def _halted(samples: list[tuple[float, float] | None], which: int) -> dict[str, Any]:
     halted = [s[which] for s in samples if s is not None]
     missed = len(samples) - len(halted)
-    return {**summarize(halted or [float("nan")]), "not halted in 10 s": missed}
+    return {**summarize(halted), "not halted in 10 s": missed}
 
 
 def _background_load(monitor: Monitor, agents: int, rate: float, stop: threading.Event) -> None:
@@ -178,7 +178,7 @@ async def bench_kill(monitor: Monitor, bootstrap: str, n: int, load_agents: int)
         "background load": f"{load_agents} agents x 10 tool calls/s",
         "emitted->halted, known agent": _halted(known_samples, 0),
         "issued->halted, known agent": _halted(known_samples, 1),
-        "emitted->decision in the worker, known agent": summarize(detection or [float("nan")]),
+        "emitted->decision in the worker, known agent": summarize(detection),
         "emitted->halted, new agent (discovery)": _halted(new_samples, 0),
         "baseline produce->consume round trip": summarize(rtt),
     }
@@ -263,7 +263,7 @@ def _drain_rate(app: WorkerProcess, total: int, label: str) -> dict[str, Any]:
         print(f"\r  {label}: processed {int(last):,}/{total:,}", end="", file=sys.stderr)
     print(file=sys.stderr)
     if not samples or started is None or samples[-1][0] == started:
-        return {"n": int(last), "median": float("nan"), "p99": float("nan"), "max": float("nan")}
+        return {**summarize([]), "n": int(last)}
     end, done, cpu_end = samples[-1]
     rate = (done - first) / (end - started)
     per_cpu = (done - first) / max(cpu_end - cpu_start, 1e-9)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -14,7 +15,9 @@ __all__ = ["machine", "print_summaries", "report", "summarize"]
 
 
 def summarize(samples: list[float]) -> dict[str, float]:
-    """n, median, p99 (the slowest sample when n < 100) and max of ``samples``."""
+    """n, median, p99 (the slowest sample when n < 100) and max of ``samples`` (NaN if none)."""
+    if not samples:
+        return {"n": 0, "median": math.nan, "p99": math.nan, "max": math.nan}
     ordered = sorted(samples)
     return {
         "n": len(ordered),

@@ -71,7 +71,7 @@ class Metrics:
         )
         self.table_keys = Gauge(
             "trc_table_keys",
-            "Keys this worker holds per state table (counted at most every 30 s).",
+            "Keys this worker holds per state table (with RocksDB counted at most every 30 s).",
             ["table"],
             registry=self.registry,
         )

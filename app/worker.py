@@ -53,8 +53,8 @@ _MAX_BATCH_BYTES = 256 * 1024
 """Well under the 1 MiB default record limit of producers and brokers."""
 
 
-_TABLE_COUNT_INTERVAL_S = 30.0
-"""Table sizes are counted at most this often: a RocksDB table counts by iterating."""
+_ROCKSDB_COUNT_INTERVAL_S = 30.0
+"""RocksDB tables count their keys by iterating: at most this often, not on every scrape."""
 
 _CONTROL_OUTCOMES = {"control_ack": "ack", "command_rejected": "rejected"}
 """Agent events that belong in the control audit trail, and their audit entry."""
@@ -149,7 +149,7 @@ def create_app(settings: Settings) -> faust.App:
         "ingest": None,
         "assigned": False,
         "shards": None,
-        "tables_counted": -_TABLE_COUNT_INTERVAL_S,
+        "tables_counted": -_ROCKSDB_COUNT_INTERVAL_S,
     }
 
     async def forward(batch: list[tuple[dict[str, Any], bytes]]) -> list[Any]:
@@ -394,7 +394,8 @@ def create_app(settings: Settings) -> faust.App:
         state["assigned"] = True
 
     def count_table_keys() -> None:
-        if time.monotonic() - state["tables_counted"] < _TABLE_COUNT_INTERVAL_S:
+        interval = _ROCKSDB_COUNT_INTERVAL_S if settings.table_store == "rocksdb://" else 0.0
+        if time.monotonic() - state["tables_counted"] < interval:
             return
         state["tables_counted"] = time.monotonic()
         for table in tables_of(app):

@@ -84,6 +84,8 @@ class AgentTopicIngest:
         self._on_topics = on_topics
         self._on_lag = on_lag
         self._lag_reported = 0.0
+        self._read_up_to: dict[TopicPartition, int] = {}
+        """Offset after the last record forwarded, per partition read from so far."""
         self._uncommitted: dict[TopicPartition, int] = {}
         self._last_commit = 0.0
         self._topics: set[str] = set()
@@ -143,7 +145,7 @@ class AgentTopicIngest:
                 if time.monotonic() - self._last_commit >= _COMMIT_INTERVAL_S:
                     await self._commit()
                 if time.monotonic() - self._lag_reported >= _LAG_INTERVAL_S:
-                    await self._report_lag()
+                    self._report_lag()
         finally:
             self.running = False
             await self._commit()
@@ -181,13 +183,14 @@ class AgentTopicIngest:
         self._on_topics(len(self._topics))
         _log.info("consuming %d agent topics (new: %s)", len(self._topics), ", ".join(sorted(new)))
 
-    async def _report_lag(self) -> None:
+    def _report_lag(self) -> None:
+        # From what this loop knows, without asking the consumer (position() can block).
         self._lag_reported = time.monotonic()
         lag = 0
         for tp in self._consumer.assignment():
             highwater = self._consumer.highwater(tp)  # known once a fetch answered for tp
-            if highwater is not None:
-                lag += max(0, highwater - await self._consumer.position(tp))
+            if highwater is not None and tp in self._read_up_to:
+                lag += max(0, highwater - self._read_up_to[tp])
         self._on_lag(lag)
 
     async def _process(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
@@ -209,6 +212,7 @@ class AgentTopicIngest:
         if valid:
             await asyncio.gather(*await self._forward(valid))
         self._uncommitted.update(offsets)  # forwarded and acknowledged: safe to commit
+        self._read_up_to.update(offsets)
 
     async def _rewind(self) -> None:
         await self._commit()  # what was acknowledged before the failure

@@ -40,7 +40,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -323,10 +323,10 @@ class OperatorSurface:
                 partition,
             )
 
-    def forget(self) -> None:
-        """After a rebalance the tables are the truth."""
+    def forget(self, assigned: Collection[tuple[str, int]]) -> None:
+        """After a rebalance the tables are the truth (``assigned``: what this worker holds)."""
         for table in (self.tasks, self.heads, self.chunks):
-            table.forget()
+            table.forget(assigned)
         self._agent_tasks.clear()
         self._index_complete = False
 

@@ -13,10 +13,11 @@ event costs one record per interval.
 
 from __future__ import annotations
 
+import logging
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any, Generic, TypeVar
 
 import faust
@@ -31,6 +32,12 @@ V = TypeVar("V")
 M = TypeVar("M", bound=BaseModel)
 S = TypeVar("S", bound=State)
 
+_log = logging.getLogger(__name__)
+
+
+Assigned = Collection[tuple[str, int]]
+"""The (topic, partition) pairs a consumer holds now."""
+
 
 class _WriteBehind(faust.Sensor):
     """Flushes an app's tables before Faust commits offsets and when a rebalance starts."""
@@ -39,15 +46,18 @@ class _WriteBehind(faust.Sensor):
         super().__init__()
         self.tables: list[JsonTable[Any]] = []
 
-    def flush(self) -> None:
+    def flush(self, assigned: Assigned) -> None:
         for table in self.tables:
-            table.flush()
+            try:
+                table.flush(assigned)
+            except Exception:  # one table's failure must not keep the others unwritten
+                _log.exception("writing %s behind failed", table.name)
 
     def on_commit_initiated(self, consumer: Any) -> Any:
-        self.flush()
+        self.flush(consumer.assignment())
 
     def on_rebalance_start(self, app: Any) -> dict[Any, Any]:
-        self.flush()
+        self.flush(app.consumer.assignment())  # not revoked yet: still this worker's
         return {}
 
 
@@ -132,12 +142,19 @@ class JsonTable(Generic[V]):
         if time.monotonic() - self._flushed_at >= self._flush_interval_s:
             self.flush()
 
-    def flush(self) -> None:
-        """Write every staged change to the table now, each to its event's partition."""
+    def flush(self, assigned: Assigned | None = None) -> None:
+        """Write every staged change to the table now, each to its event's partition.
+
+        With ``assigned``, changes of partitions this worker no longer holds are
+        dropped instead: their changelog belongs to another worker now (it
+        replays the uncommitted events that made them)."""
         staged, self._staged = self._staged, {}
         self._flushed_at = time.monotonic()
         for key, (partition, value) in staged.items():
-            token = _current_event.set(weakref.ref(self._anchors[partition]))
+            anchor = self._anchors[partition]
+            if assigned is not None and (anchor.message.topic, partition) not in assigned:
+                continue
+            token = _current_event.set(weakref.ref(anchor))
             try:
                 if value is not None:
                     self.table[key] = self._dump(value)
@@ -174,10 +191,12 @@ class JsonTable(Generic[V]):
             value = self._cache.get(key)
             yield key, value if value is not None else self._load(raw)
 
-    def forget(self) -> None:
-        """Drop the cache and anything not written: after a rebalance the table is the truth."""
+    def forget(self, assigned: Assigned) -> None:
+        """After a rebalance: write what is staged for partitions still held (events of
+        the batch in flight while it started), drop the rest and the cache."""
+        self.flush(assigned)
+        self._anchors = {p: e for p, e in self._anchors.items() if (e.message.topic, p) in assigned}
         self._cache.clear()
-        self._staged.clear()
 
     def _stage(self, key: str, value: V | None) -> None:
         event = faust.current_event()

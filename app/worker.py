@@ -385,9 +385,10 @@ def create_app(settings: Settings) -> faust.App:
         )
 
     async def on_rebalanced(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        assigned = app.consumer.assignment()
         for states in (tasks, chains, tools, agents):
-            states.forget()
-        operator.forget()
+            states.forget(assigned)
+        operator.forget(assigned)
         state["shards"] = owned_shards()
         if state["ingest"] is not None:
             state["ingest"].own(state["shards"])

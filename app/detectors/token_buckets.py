@@ -27,6 +27,8 @@ def add_tokens(buckets: Buckets, at_us: int, tokens: int) -> Buckets:
 
 
 def tokens_in_window(buckets: Buckets, now_us: int) -> int:
-    """Tokens used in the last :data:`TOKEN_WINDOW_S` seconds before ``now_us``."""
+    """Tokens used in the last :data:`TOKEN_WINDOW_S` seconds before ``now_us``. Seconds
+    after ``now_us`` count too: the fleet view asks with the worker's clock, and an
+    agent's clock a little ahead must not hide its latest tokens."""
     horizon = now_us // US - TOKEN_WINDOW_S
     return sum(n for s, n in buckets if s > horizon)

@@ -24,13 +24,18 @@ class WorkerStartError(RuntimeError):
 class WorkerProcess:
     """Runs ``trc worker`` with ``TRC_*`` settings from ``env`` and waits for /readyz.
 
-    ``module``: another module to run the same way (a benchmark's baseline app).
+    ``module``: what ``python -m`` runs instead (a benchmark's baseline app).
     """
 
-    def __init__(self, env: dict[str, str], log_path: Path, module: str = "app.cli") -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        module: tuple[str, ...] = ("app.cli", "worker"),
+    ) -> None:
         self.env = env
         self.log_path = log_path
-        self._command = [sys.executable, "-m", module] + (["worker"] if module == "app.cli" else [])
+        self._command = [sys.executable, "-m", *module]
         self.web_port = int(env.get("TRC_WEB_PORT", "6066"))
         self._process: subprocess.Popen[bytes] | None = None
 

@@ -27,18 +27,19 @@ from app.broker import EmbeddedBroker
 from bench.stats import machine, report, summarize
 from tests.conftest import free_port
 
-__all__ = ["bench_fetch_growth"]
+__all__ = ["bench_fetch_growth", "round_trips"]
 
 _ROUND_TRIPS = 30
 
 
-async def _round_trips(
-    producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, tp: TopicPartition
+async def round_trips(
+    producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, tp: TopicPartition, n: int
 ) -> list[float]:
+    """``n`` times: one record produced to ``tp`` and consumed back, in ms."""
     consumer.assign([tp])
     await consumer.seek_to_end(tp)
     samples = []
-    for _ in range(_ROUND_TRIPS):
+    for _ in range(n):
         t0 = time.perf_counter()
         await producer.send_and_wait(tp.topic, b"probe", partition=tp.partition)
         await consumer.getone()
@@ -65,10 +66,10 @@ async def bench_fetch_growth(bootstrap: str, sizes: list[int]) -> dict[str, Any]
             written = max(written, size)
             print(f"  {written:,} batches", file=sys.stderr)
             figures[f"produce -> fetch, partition of {size:,} batches"] = summarize(
-                await _round_trips(producer, consumer, growing)
+                await round_trips(producer, consumer, growing, _ROUND_TRIPS)
             )
             figures[f"baseline: partition of 1 batch (after {size:,})"] = summarize(
-                await _round_trips(producer, consumer, fresh)
+                await round_trips(producer, consumer, fresh, _ROUND_TRIPS)
             )
     finally:
         await producer.stop()

@@ -37,6 +37,7 @@ from agents_bridge.topics import ANOMALIES
 from app.broker import EmbeddedBroker
 from app.recordings import read_records
 from app.worker_process import WorkerProcess
+from bench.broker import round_trips
 from bench.stats import machine, report, summarize
 from bench.worker import worker_env
 from tests.conftest import free_port
@@ -77,16 +78,7 @@ async def _round_trip(bootstrap: str, n: int) -> list[float]:
     await consumer.start()
     try:
         await producer.send_and_wait(topic, b"warm", partition=0)
-        tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
-        await consumer.seek_to_end(tp)
-        samples = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            await producer.send_and_wait(topic, b"x", partition=0)
-            await consumer.getone()
-            samples.append((time.perf_counter() - t0) * 1000)
-        return samples
+        return await round_trips(producer, consumer, TopicPartition(topic, 0), n)
     finally:
         await producer.stop()
         await consumer.stop()
@@ -283,7 +275,7 @@ def bench_throughput(bootstrap: str, workdir: Path, agents: int, per_agent: int)
     with WorkerProcess(env, workdir / "worker-throughput.log") as worker:
         real = _drain_rate(worker, total, "worker")
     naive_env = worker_env(bootstrap, workdir, "naive")
-    with WorkerProcess(naive_env, workdir / "naive.log", module="bench.naive_pipeline") as naive:
+    with WorkerProcess(naive_env, workdir / "naive.log", module=("bench.naive_pipeline",)) as naive:
         per_event = _drain_rate(naive, total, "naive Faust pipeline")
     return {
         "unit": "events/s",

@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -79,6 +79,19 @@ def _monitor(broker: EmbeddedBroker) -> Monitor:
     return Monitor(settings).start()
 
 
+def _until(condition: Callable[[], bool], what: str, within_s: float = 30.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {within_s:.0f} s for {what}"
+        time.sleep(0.02)
+
+
+def _more_steps(fleet: _Fleet, steps: int) -> Callable[[], bool]:
+    """True once every agent of ``fleet`` emitted ``steps`` more steps than now."""
+    now = dict(fleet.emitted)
+    return lambda: all(fleet.emitted[a] >= now[a] + steps for a in now)
+
+
 def _wait_replayed(monitor: Monitor) -> dict[str, Any]:
     deadline = time.monotonic() + 30
     while (stats := monitor.stats())["spilling"] or stats["pending"]:
@@ -101,12 +114,15 @@ def test_a_frozen_broker_loses_nothing(own_broker: EmbeddedBroker) -> None:
     monitor = _monitor(own_broker)
     try:
         with _Fleet(monitor, 3) as fleet:
-            time.sleep(0.3)
+            _until(lambda: monitor.stats()["sent"] > 0, "the first events to be sent")
             assert own_broker.pid is not None
             os.kill(own_broker.pid, signal.SIGSTOP)
-            time.sleep(2.0)  # sends time out after 1 s: the agents spill and carry on
-            os.kill(own_broker.pid, signal.SIGCONT)
-            time.sleep(0.3)
+            try:  # sends time out after 1 s: the agents spill and carry on
+                _until(lambda: monitor.stats()["spilled"] > 0, "events spilled to the journal")
+                _until(_more_steps(fleet, 20), "the agents to carry on while spilling")
+            finally:
+                os.kill(own_broker.pid, signal.SIGCONT)
+            _until(_more_steps(fleet, 20), "more steps after the broker thawed")
         stats = _wait_replayed(monitor)
     finally:
         monitor.close()
@@ -123,12 +139,13 @@ def test_a_restarted_broker_gets_everything_emitted_since_it_stopped(
     monitor = _monitor(own_broker)
     try:
         with _Fleet(monitor, 3) as fleet:
-            time.sleep(0.3)
+            _until(lambda: monitor.stats()["sent"] > 0, "the first events to be sent")
             own_broker.stop()  # memory-only: what it held is gone
             at_stop = dict(fleet.emitted)
-            time.sleep(1.5)
+            _until(lambda: monitor.stats()["spilled"] > 0, "events spilled to the journal")
+            _until(_more_steps(fleet, 20), "the agents to carry on while spilling")
             own_broker.start()
-            time.sleep(0.3)
+            _until(_more_steps(fleet, 20), "more steps after the broker restarted")
         stats = _wait_replayed(monitor)
     finally:
         monitor.close()

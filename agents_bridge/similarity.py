@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 
 __all__ = ["SKETCH_SIZE", "estimate_jaccard", "sketch"]
 
@@ -27,11 +28,13 @@ def sketch(text: str, k: int = SKETCH_SIZE) -> list[int]:
     return sorted({_hash(word) for word in _WORD.findall(text.casefold())})[:k]
 
 
-def estimate_jaccard(a: list[int], b: list[int], k: int = SKETCH_SIZE) -> float:
+def estimate_jaccard(a: Sequence[int], b: Sequence[int], k: int = SKETCH_SIZE) -> float:
     """Estimated Jaccard similarity (intersection over union) of the word sets behind
     sketches ``a`` and ``b``."""
     if not a or not b:
-        return 1.0 if a == b else 0.0
-    union_bottom = sorted(set(a) | set(b))[:k]
-    in_both = set(a) & set(b)
-    return sum(1 for h in union_bottom if h in in_both) / len(union_bottom)
+        return 0.0 if a or b else 1.0
+    in_a = set(a)
+    union_bottom = sorted(in_a.union(b))[:k]
+    # Set operations, not a Python loop: the loop detector runs this per tool call
+    # against every remembered call of the same tool.
+    return len(in_a.intersection(b, union_bottom)) / len(union_bottom)

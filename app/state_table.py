@@ -248,8 +248,11 @@ class StateTable(JsonTable[S]):
             dump_model,
             flush_interval_s=flush_interval_s,
         )
-        self._type = state_type
+        self._empty = state_type()
+        """What a key never seen reads as: one shared instance (states are immutable, and a
+        new one per read cost a model construction per event for keys that stay empty)."""
 
     def get(self, key: str) -> S:
-        """The state of ``key``, or a fresh one."""
-        return super().get(key) or self._type()
+        """The state of ``key``, or the empty state."""
+        value = super().get(key)
+        return self._empty if value is None else value

@@ -79,6 +79,10 @@ _AGENT_STREAM_TYPES = frozenset(
 )
 
 
+_NO_TOOL = ToolBaseline()
+"""The (immutable) baseline events without a tool are folded with."""
+
+
 def _broker_credentials(settings: Settings) -> Any:
     """TLS and SASL for Faust's own clients, from the same settings as every other client."""
     security = settings.kafka_security()
@@ -287,7 +291,7 @@ def create_app(settings: Settings) -> faust.App:
         policy = policies.current().for_agent_type(event.get("agent_type"))
         tool_key = event.get("tool_name") or ""
         old_chain = chains.get(event["correlation_id"])
-        old_baseline = tools.get(tool_key) if tool_key else ToolBaseline()
+        old_baseline = tools.get(tool_key) if tool_key else _NO_TOOL
         task, chain, baseline, outcomes = process_chain_event(
             tasks.get(event["task_id"]), old_chain, old_baseline, event, policy
         )

@@ -14,7 +14,13 @@ from types import TracebackType
 
 from app.child_lifetime import die_with_parent, terminate
 
-__all__ = ["WorkerProcess", "WorkerStartError"]
+__all__ = ["WorkerProcess", "WorkerStartError", "cpu_seconds"]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time process ``pid`` has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class WorkerStartError(RuntimeError):
@@ -81,10 +87,9 @@ class WorkerProcess:
         raise WorkerStartError(f"worker not ready after {timeout:.0f} s:\n{self.log_tail()}")
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time the process has used so far (Linux /proc)."""
+        """User + system CPU time the worker has used so far (Linux /proc)."""
         assert self._process is not None
-        fields = Path(f"/proc/{self._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self._process.pid)
 
     def metric(self, name: str) -> float:
         """The value of one unlabelled sample on ``/metrics`` (0 before it is exported)."""

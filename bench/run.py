@@ -1,7 +1,12 @@
 """Benchmarks: print a readable table and JSON, each figure beside its baseline.
 
     python -m bench.run            # all benchmarks on a fresh embedded broker
-    python -m bench.run emit       # one of: emit, kill
+    python -m bench.run emit       # one of: emit, kill, throughput
+    python -m bench.run --bootstrap kafka-0:9092   # on a Kafka cluster of its own
+
+--bootstrap runs everything on that cluster instead of the embedded broker. Its
+worker detects and commands every agent whose topic it finds, so the cluster
+must hold no other agents: the benchmark refuses one that does.
 
 emit  - cost of one emit on the agent's own thread (target p99 < 50 µs),
         baseline: queue.Queue.put_nowait of the same dict, in the same run.
@@ -13,15 +18,20 @@ kill  - offending event emitted -> agent halted (target p99 < 100 ms) with a
         brand-new agents (topic discovery included; target < 1 s), and the
         worker's detection latency (emitted -> decision, from the anomaly
         records; target p99 < 50 ms at 2,000 events/s from 200 agents),
-        baseline: one produce -> consume round trip on the same broker.
+        baseline: one produce -> consume round trip on the same broker, before
+        the load starts, and again at the end under the load; and the CPU the
+        broker, the worker and the agents' process used meanwhile (one core = 100%).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
 import queue
+import re
 import sys
 import tempfile
 import threading
@@ -31,12 +41,13 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from agents_bridge import AgentKilled, Monitor, load_settings
-from agents_bridge.topics import ANOMALIES
+from agents_bridge.topics import ANOMALIES, EVENTS_PATTERN, EVENTS_PREFIX
 from app.broker import EmbeddedBroker
 from app.recordings import read_records
-from app.worker_process import WorkerProcess
+from app.worker_process import WorkerProcess, cpu_seconds
 from bench.broker import round_trips
 from bench.stats import machine, report, summarize
 from bench.worker import worker_env
@@ -143,12 +154,23 @@ def _background_load(monitor: Monitor, agents: int, rate: float, stop: threading
         run.__exit__(None, None, None)
 
 
-async def bench_kill(monitor: Monitor, bootstrap: str, n: int, load_agents: int) -> dict[str, Any]:
+def _cpu_shares(pids: dict[str, int], before: dict[str, float], wall_s: float) -> str:
+    """CPU each process used since ``before``, as a share of one core."""
+    used = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+    return ", ".join(f"{name} {100 * seconds / wall_s:.0f}%" for name, seconds in used.items())
+
+
+async def bench_kill(
+    monitor: Monitor, bootstrap: str, n: int, load_agents: int, pids: dict[str, int]
+) -> dict[str, Any]:
+    """``pids``: the processes whose CPU use is reported (worker, broker when local)."""
     rtt = await _round_trip(bootstrap, n)
     stop = threading.Event()
     load = threading.Thread(target=_background_load, args=(monitor, load_agents, 10.0, stop))
     load.start()
     run_id = uuid.uuid4().hex[:6]
+    pids = {**pids, "agents": os.getpid()}
+    cpu_before, started = {name: cpu_seconds(pid) for name, pid in pids.items()}, time.monotonic()
     try:
         known = f"bench-known-{run_id}"
         await _kill_once(monitor, known)  # creates the topic; not measured
@@ -161,6 +183,8 @@ async def bench_kill(monitor: Monitor, bootstrap: str, n: int, load_agents: int)
             for _ in range(max(5, n // 4))
         ]
         print(file=sys.stderr)
+        cpu = _cpu_shares(pids, cpu_before, time.monotonic() - started)
+        rtt_loaded = await _round_trip(bootstrap, n)
     finally:
         stop.set()
         load.join()
@@ -173,10 +197,12 @@ async def bench_kill(monitor: Monitor, bootstrap: str, n: int, load_agents: int)
         "emitted->decision in the worker, known agent": summarize(detection),
         "emitted->halted, new agent (discovery)": _halted(new_samples, 0),
         "baseline produce->consume round trip": summarize(rtt),
+        "produce->consume round trip at the end, loaded": summarize(rtt_loaded),
+        "CPU during the kills (one core = 100%)": cpu,
     }
 
 
-async def _produce_backlog(bootstrap: str, agents: int, per_agent: int) -> int:
+async def _produce_backlog(bootstrap: str, prefix: str, agents: int, per_agent: int) -> int:
     """Realistic mixed traffic: steps, tool calls with distinct args, LLM calls."""
     from agents_bridge.codec import codec
     from agents_bridge.topics import events_topic
@@ -187,7 +213,7 @@ async def _produce_backlog(bootstrap: str, agents: int, per_agent: int) -> int:
     try:
         now = time.time_ns() // 1000
         for a in range(agents):
-            agent_id = f"bench-tp-{a}"
+            agent_id = f"{prefix}-{a}"
             task_id = uuid.uuid4().hex
             futures = []
             for i in range(per_agent):
@@ -217,7 +243,7 @@ async def _produce_backlog(bootstrap: str, agents: int, per_agent: int) -> int:
         await producer.stop()
 
 
-async def _bare_consume_rate(bootstrap: str, expected: int) -> float:
+async def _bare_consume_rate(bootstrap: str, prefix: str, expected: int) -> float:
     from agents_bridge.codec import codec
 
     consumer = AIOKafkaConsumer(
@@ -225,7 +251,7 @@ async def _bare_consume_rate(bootstrap: str, expected: int) -> float:
         auto_offset_reset="earliest",
         group_id=f"bench-bare-{uuid.uuid4().hex[:6]}",
     )
-    consumer.subscribe(pattern=r"^trc\.events\.bench-tp-.*")
+    consumer.subscribe(pattern=f"^{re.escape(EVENTS_PREFIX + prefix)}-.*")
     await consumer.start()
     try:
         seen, started = 0, None
@@ -269,8 +295,9 @@ def _drain_rate(app: WorkerProcess, total: int, label: str) -> dict[str, Any]:
 
 
 def bench_throughput(bootstrap: str, workdir: Path, agents: int, per_agent: int) -> dict[str, Any]:
-    total = asyncio.run(_produce_backlog(bootstrap, agents, per_agent))
-    bare = asyncio.run(_bare_consume_rate(bootstrap, total))
+    prefix = f"bench-tp-{uuid.uuid4().hex[:6]}"  # a rerun on the same cluster reads only its own
+    total = asyncio.run(_produce_backlog(bootstrap, prefix, agents, per_agent))
+    bare = asyncio.run(_bare_consume_rate(bootstrap, prefix, total))
     env = worker_env(bootstrap, workdir, "tp")
     with WorkerProcess(env, workdir / "worker-throughput.log") as worker:
         real = _drain_rate(worker, total, "worker")
@@ -298,7 +325,11 @@ def _wait_drained(worker: WorkerProcess, sent: int) -> None:
 
 
 def _emit_and_kill(
-    args: argparse.Namespace, bootstrap: str, workdir: Path, benchmarks: dict[str, Any]
+    args: argparse.Namespace,
+    bootstrap: str,
+    broker_pid: int | None,
+    workdir: Path,
+    benchmarks: dict[str, Any],
 ) -> None:
     # The emit benchmark's 20,000-step task must not be killed as a runaway.
     env = worker_env(bootstrap, workdir, "run", long_tasks=True)
@@ -310,8 +341,10 @@ def _emit_and_kill(
             _wait_drained(worker, monitor.stats()["sent"])
         if "kill" in args.which:
             print("kill benchmark...", file=sys.stderr)
+            assert worker.pid is not None
+            pids = {"worker": worker.pid, **({"broker": broker_pid} if broker_pid else {})}
             benchmarks["kill"] = asyncio.run(
-                bench_kill(monitor, bootstrap, args.n, args.load_agents)
+                bench_kill(monitor, bootstrap, args.n, args.load_agents, pids)
             )
 
 
@@ -325,6 +358,11 @@ def main() -> int:
     parser.add_argument("-n", type=int, default=40, help="kill iterations")
     parser.add_argument("--load-agents", type=int, default=50)
     parser.add_argument("--json", type=Path, help="also write the JSON here")
+    parser.add_argument(
+        "--bootstrap",
+        metavar="SERVERS",
+        help="a Kafka cluster of the benchmark's own instead of the embedded broker",
+    )
     args = parser.parse_args()
     args.which = args.which or ["emit", "kill", "throughput"]
     unknown = set(args.which) - {"emit", "kill", "throughput"}
@@ -332,20 +370,53 @@ def main() -> int:
         parser.error(
             f"unknown benchmark(s): {', '.join(sorted(unknown))}; choose emit, kill or throughput"
         )
+    if args.bootstrap:
+        others = asyncio.run(_other_agents(args.bootstrap))
+        if others:
+            parser.error(
+                f"{args.bootstrap} holds agent topics that are not the benchmark's "
+                f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}): its worker "
+                "would detect and kill those agents. Use a cluster of the benchmark's own."
+            )
     workdir = Path(tempfile.mkdtemp(prefix="trc-bench-"))
-    results: dict[str, Any] = {"machine": machine(), "broker": "embedded Tansu", "benchmarks": {}}
+    broker_name = args.bootstrap or "embedded Tansu"
+    results: dict[str, Any] = {"machine": machine(), "broker": broker_name, "benchmarks": {}}
+
+    def broker(log: str) -> contextlib.AbstractContextManager[EmbeddedBroker | None]:
+        if args.bootstrap:
+            return contextlib.nullcontext()
+        return EmbeddedBroker(free_port(), log_path=workdir / log)
+
     if {"emit", "kill"} & set(args.which):
-        with EmbeddedBroker(free_port(), log_path=workdir / "broker.log") as broker:
-            _emit_and_kill(args, broker.bootstrap_servers, workdir, results["benchmarks"])
+        with broker("broker.log") as embedded:
+            bootstrap = embedded.bootstrap_servers if embedded else args.bootstrap
+            pid = embedded.pid if embedded else None
+            _emit_and_kill(args, bootstrap, pid, workdir, results["benchmarks"])
     if "throughput" in args.which:
-        # A broker of its own: the throughput workers read every agent topic from the
-        # start, and the other benchmarks' agents must not count.
-        with EmbeddedBroker(free_port(), log_path=workdir / "broker-throughput.log") as broker:
+        # An embedded broker of its own: the throughput workers read every agent topic
+        # from the start, and the other benchmarks' agents must not count.
+        with broker("broker-throughput.log") as embedded:
             print("throughput benchmark...", file=sys.stderr)
             results["benchmarks"]["throughput"] = bench_throughput(
-                broker.bootstrap_servers, workdir, 100, max(3, args.events // 100)
+                embedded.bootstrap_servers if embedded else args.bootstrap,
+                workdir,
+                100,
+                max(3, args.events // 100),
             )
     return report(results, args.json)
+
+
+async def _other_agents(bootstrap: str) -> list[str]:
+    """Agent topics on the cluster that no benchmark created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        topics = await admin.list_topics()
+    finally:
+        await admin.close()
+    return sorted(
+        t for t in topics if EVENTS_PATTERN.match(t) and not t.startswith(EVENTS_PREFIX + "bench-")
+    )
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ def _matches(
     if cluster.args_hash == args_hash:
         return True
     return bool(cluster.sketch and sketch) and (
-        estimate_jaccard(list(cluster.sketch), list(sketch)) >= similarity
+        estimate_jaccard(cluster.sketch, sketch) >= similarity
     )
 
 

@@ -1,7 +1,7 @@
 """The Faust worker: wires topics, tables and the detection engine. No logic lives here.
 
-agent topics --ingest--> <app_id>-events-by-chain (EventBatches keyed by correlation id)
-                     \\--> <app_id>-events-by-agent (heartbeats and spend, keyed by agent id)
+agent topics --ingest--> <app_id>-events-by-chain (EventBatches, partitioned by correlation id)
+                     \\--> <app_id>-events-by-agent (heartbeats and spend, partitioned by agent id)
 by chain: task / chain / tool-baseline tables -> engine -> policy -> respond
 by agent: agent table -> engine; a 1 s timer checks every agent for silence
 respond: trc.control (own producer, kills first) and trc.anomalies
@@ -9,6 +9,7 @@ respond: trc.control (own producer, kills first) and trc.anomalies
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -18,6 +19,7 @@ from urllib.parse import quote
 
 import faust
 from aiokafka import ConsumerRecord
+from aiokafka.partitioner import murmur2
 from faust.web import Request, Response, View
 
 from agents_bridge.clock import now_us
@@ -77,6 +79,12 @@ def _chunks(values: list[bytes], max_bytes: int) -> list[list[bytes]]:
 _AGENT_STREAM_TYPES = frozenset(
     {"heartbeat", "llm_call", "task_start", "task_end", "control_ack", "command_rejected"}
 )
+
+
+@functools.lru_cache(maxsize=100_000)
+def _partition_of(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner picks for ``key`` (as the producer would)."""
+    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
 _NO_TOOL = ToolBaseline()
@@ -157,21 +165,23 @@ def create_app(settings: Settings) -> faust.App:
     }
 
     async def forward(batch: list[tuple[dict[str, Any], bytes]]) -> list[Any]:
-        # One record per chain (and per agent) per ingest batch: the stream pays its
-        # per-record overhead once for many events, which keep their order inside.
+        # One record per partition per ingest batch: the stream pays its per-record
+        # overhead once for many events (live agents send one or two events per chain
+        # per batch), which keep their order inside. Each event goes to the partition
+        # its key (chain, agent) would have picked, where its tables' partitions are.
         metrics.events_ingested.inc(len(batch))
-        by_chain_key: dict[str, list[bytes]] = defaultdict(list)
-        by_agent_key: dict[str, list[bytes]] = defaultdict(list)
+        chain_events: dict[int, list[bytes]] = defaultdict(list)
+        agent_events: dict[int, list[bytes]] = defaultdict(list)
         for event, value in batch:
-            by_chain_key[event["correlation_id"]].append(value)
+            chain_events[_partition_of(event["correlation_id"], partitions)].append(value)
             if event["event_type"] in _AGENT_STREAM_TYPES:
-                by_agent_key[event["agent_id"]].append(value)
+                agent_events[_partition_of(event["agent_id"], partitions)].append(value)
         acks = []
-        for topic, groups in ((by_chain, by_chain_key), (by_agent, by_agent_key)):
-            for key, values in groups.items():
+        for topic, groups in ((by_chain, chain_events), (by_agent, agent_events)):
+            for partition, values in groups.items():
                 for chunk in _chunks(values, _MAX_BATCH_BYTES):
                     encoded = codec.encode(_BATCH, {"events": chunk})
-                    acks.append(await topic.send(key=key.encode(), value=encoded))
+                    acks.append(await topic.send(value=encoded, partition=partition))
         return acks
 
     async def dead_letter(record: ConsumerRecord, reason: str, kind: str) -> None:

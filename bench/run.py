@@ -125,13 +125,14 @@ async def _kill_once(monitor: Monitor, agent_id: str) -> tuple[float, float] | N
 async def _detection_latencies(bootstrap: str, agent_prefix: str) -> list[float]:
     """The worker's emitted -> decision latency (ms) of the loop kills of the benchmark."""
     anomalies = await read_records(bootstrap, lambda topic: topic == ANOMALIES, "trc.Anomaly")
-    return [
-        a["detection_latency_ms"]
+    kills = sorted(
+        (a["detected_at"], a["detection_latency_ms"])
         for a in anomalies
         if a["agent_id"].startswith(agent_prefix)
         and a["detector"] == "reasoning_loop"
         and a["command_id"]
-    ]
+    )
+    return [latency for _, latency in kills[1:]]  # the first kill (topic created) is not timed
 
 
 def _halted(samples: list[tuple[float, float] | None], which: int) -> dict[str, Any]:

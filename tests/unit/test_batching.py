@@ -1,8 +1,12 @@
-"""Re-keyed events travel in bounded batches, in order."""
+"""Re-keyed events travel in bounded batches, in order, to their key's partition."""
 
 from __future__ import annotations
 
-from app.worker import _chunks
+from aiokafka.partitioner import DefaultPartitioner
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.worker import _chunks, _partition_of
 
 
 def test_chunks_keep_order_and_stay_under_the_bound() -> None:
@@ -15,3 +19,11 @@ def test_chunks_keep_order_and_stay_under_the_bound() -> None:
 def test_a_value_larger_than_the_bound_travels_alone() -> None:
     assert _chunks([b"a", b"x" * 5000, b"b"], 1000) == [[b"a"], [b"x" * 5000], [b"b"]]
     assert _chunks([], 1000) == []
+
+
+@given(st.text(min_size=1), st.integers(min_value=1, max_value=64))
+def test_an_event_goes_to_the_partition_its_key_would_pick(key: str, partitions: int) -> None:
+    # Tables are written to the partition of the record that carried the event, so
+    # a record must land where the producer would have put the event's own key.
+    every = list(range(partitions))
+    assert _partition_of(key, partitions) == DefaultPartitioner()(key.encode(), every, every)

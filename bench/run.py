@@ -37,6 +37,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -383,40 +384,63 @@ def main() -> int:
     broker_name = args.bootstrap or "embedded Tansu"
     results: dict[str, Any] = {"machine": machine(), "broker": broker_name, "benchmarks": {}}
 
-    def broker(log: str) -> contextlib.AbstractContextManager[EmbeddedBroker | None]:
-        if args.bootstrap:
-            return contextlib.nullcontext()
-        return EmbeddedBroker(free_port(), log_path=workdir / log)
+    @contextlib.contextmanager
+    def broker(log: str) -> Iterator[tuple[str, int | None]]:
+        """(bootstrap servers, broker pid if local) of a fresh embedded broker, or of the
+        given cluster, which gets back to the topics it had when the benchmark ends."""
+        if not args.bootstrap:
+            with EmbeddedBroker(free_port(), log_path=workdir / log) as embedded:
+                yield embedded.bootstrap_servers, embedded.pid
+            return
+        before = asyncio.run(_topics(args.bootstrap))
+        try:
+            yield args.bootstrap, None
+        finally:
+            asyncio.run(_delete_topics_since(args.bootstrap, before))
 
     if {"emit", "kill"} & set(args.which):
-        with broker("broker.log") as embedded:
-            bootstrap = embedded.bootstrap_servers if embedded else args.bootstrap
-            pid = embedded.pid if embedded else None
+        with broker("broker.log") as (bootstrap, pid):
             _emit_and_kill(args, bootstrap, pid, workdir, results["benchmarks"])
     if "throughput" in args.which:
-        # An embedded broker of its own: the throughput workers read every agent topic
-        # from the start, and the other benchmarks' agents must not count.
-        with broker("broker-throughput.log") as embedded:
+        # A broker without the other benchmarks' agents: the throughput workers read
+        # every agent topic from the start, and only the backlog must count.
+        with broker("broker-throughput.log") as (bootstrap, _):
             print("throughput benchmark...", file=sys.stderr)
             results["benchmarks"]["throughput"] = bench_throughput(
-                embedded.bootstrap_servers if embedded else args.bootstrap,
-                workdir,
-                100,
-                max(3, args.events // 100),
+                bootstrap, workdir, 100, max(3, args.events // 100)
             )
     return report(results, args.json)
 
 
-async def _other_agents(bootstrap: str) -> list[str]:
-    """Agent topics on the cluster that no benchmark created."""
+async def _topics(bootstrap: str) -> set[str]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        topics = await admin.list_topics()
+        return set(await admin.list_topics())
     finally:
         await admin.close()
+
+
+async def _delete_topics_since(bootstrap: str, before: set[str]) -> None:
+    """Delete the topics created since ``before`` was listed (the benchmark's own)."""
+    created = sorted((await _topics(bootstrap)) - before)
+    if not created:
+        return
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics(created)
+        print(f"deleted the benchmark's {len(created)} topics", file=sys.stderr)
+    finally:
+        await admin.close()
+
+
+async def _other_agents(bootstrap: str) -> list[str]:
+    """Agent topics on the cluster that no benchmark created."""
     return sorted(
-        t for t in topics if EVENTS_PATTERN.match(t) and not t.startswith(EVENTS_PREFIX + "bench-")
+        t
+        for t in await _topics(bootstrap)
+        if EVENTS_PATTERN.match(t) and not t.startswith(EVENTS_PREFIX + "bench-")
     )
 
 

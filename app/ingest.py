@@ -18,13 +18,13 @@ import asyncio
 import logging
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from agents_bridge.codec import DecodeError, Record, codec
-from agents_bridge.settings import Settings
+from agents_bridge.settings import Settings, SettingsError
 from agents_bridge.topics import EVENTS_PATTERN, EVENTS_PREFIX
 
 __all__ = ["AgentTopicIngest", "invalid_reason", "shard_of"]
@@ -77,6 +77,7 @@ class AgentTopicIngest:
         dead_letter: DeadLetter,
         on_topics: Callable[[int], None] = lambda _: None,
         on_lag: Callable[[int], None] = lambda _: None,
+        rekeyed_topics: Collection[str] = (),
     ) -> None:
         self._settings = settings
         self._forward = forward
@@ -90,6 +91,9 @@ class AgentTopicIngest:
         self._last_commit = 0.0
         self._topics: set[str] = set()
         self._shards = settings.partitions
+        self._rekeyed = tuple(rekeyed_topics)
+        """Topics whose partitions must number ``settings.partitions`` (shards and tables
+        are computed from the setting)."""
         self._owned: frozenset[int] | None = None
         """Shards this worker ingests; None until the first assignment is known."""
         self._reassign = False
@@ -161,6 +165,7 @@ class AgentTopicIngest:
 
     async def _discover(self) -> None:
         cluster = await self._metadata.fetch_all_metadata()
+        self._check_partitions(cluster)
         owned = self._owned or frozenset()
         topics = {
             t
@@ -182,6 +187,16 @@ class AgentTopicIngest:
         self._consumer.assign(partitions)
         self._on_topics(len(self._topics))
         _log.info("consuming %d agent topics (new: %s)", len(self._topics), ", ".join(sorted(new)))
+
+    def _check_partitions(self, cluster: Any) -> None:
+        for topic in self._rekeyed:
+            found = cluster.partitions_for_topic(topic)
+            if found and len(found) != self._shards:
+                raise SettingsError(
+                    f"TRC_PARTITIONS is {self._shards} but {topic} has {len(found)} "
+                    f"partitions: set TRC_PARTITIONS={len(found)}, or choose a new "
+                    f"TRC_APP_ID to start over with {self._shards} (deploy/README.md, Upgrades)"
+                )
 
     def _report_lag(self) -> None:
         # From what this loop knows, without asking the consumer (position() can block).

@@ -382,7 +382,12 @@ def create_app(settings: Settings) -> faust.App:
         await ensure_topics(settings, owned_topics(settings.partitions))
         await commands.start()
         ingest = AgentTopicIngest(
-            settings, forward, dead_letter, metrics.agent_topics.set, metrics.ingest_lag.set
+            settings,
+            forward,
+            dead_letter,
+            metrics.agent_topics.set,
+            metrics.ingest_lag.set,
+            rekeyed_topics=(by_chain.get_topic_name(), by_agent.get_topic_name()),
         )
         if state["shards"] is not None:
             ingest.own(state["shards"])

@@ -6,7 +6,8 @@
 
 --bootstrap runs everything on that cluster instead of the embedded broker. Its
 worker detects and commands every agent whose topic it finds, so the cluster
-must hold no other agents: the benchmark refuses one that does.
+must hold no agent topics: the benchmark refuses one that does, and deletes
+the topics it created when it ends (bench/cluster.py).
 
 emit  - cost of one emit on the agent's own thread (target p99 < 50 µs),
         baseline: queue.Queue.put_nowait of the same dict, in the same run.
@@ -42,14 +43,14 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from agents_bridge import AgentKilled, Monitor, load_settings
-from agents_bridge.topics import ANOMALIES, EVENTS_PATTERN, EVENTS_PREFIX
+from agents_bridge.topics import ANOMALIES, EVENTS_PREFIX
 from app.broker import EmbeddedBroker
 from app.recordings import read_records
 from app.worker_process import WorkerProcess, cpu_seconds
 from bench.broker import round_trips
+from bench.cluster import agent_topics, borrowed, create_topics
 from bench.stats import machine, report, summarize
 from bench.worker import worker_env
 from tests.conftest import free_port
@@ -84,6 +85,7 @@ def bench_emit(monitor: Monitor, n: int = 20_000) -> dict[str, Any]:
 
 async def _round_trip(bootstrap: str, n: int) -> list[float]:
     topic = f"bench.rtt.{uuid.uuid4().hex[:6]}"
+    await create_topics(bootstrap, [topic])
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, fetch_max_wait_ms=50)
     await producer.start()
@@ -123,17 +125,18 @@ async def _kill_once(monitor: Monitor, agent_id: str) -> tuple[float, float] | N
     return None
 
 
-async def _detection_latencies(bootstrap: str, agent_prefix: str) -> list[float]:
-    """The worker's emitted -> decision latency (ms) of the loop kills of the benchmark."""
+async def _detection_latencies(bootstrap: str, agent_prefix: str, since_us: int) -> list[float]:
+    """The worker's emitted -> decision latency (ms) of the loop kills of the benchmark
+    decided from ``since_us`` on."""
     anomalies = await read_records(bootstrap, lambda topic: topic == ANOMALIES, "trc.Anomaly")
-    kills = sorted(
-        (a["detected_at"], a["detection_latency_ms"])
+    return [
+        a["detection_latency_ms"]
         for a in anomalies
         if a["agent_id"].startswith(agent_prefix)
         and a["detector"] == "reasoning_loop"
         and a["command_id"]
-    )
-    return [latency for _, latency in kills[1:]]  # the first kill (topic created) is not timed
+        and a["detected_at"] >= since_us
+    ]
 
 
 def _halted(samples: list[tuple[float, float] | None], which: int) -> dict[str, Any]:
@@ -176,6 +179,7 @@ async def bench_kill(
     try:
         known = f"bench-known-{run_id}"
         await _kill_once(monitor, known)  # creates the topic; not measured
+        timed_from_us = time.time_ns() // 1000
         known_samples = []
         for i in range(n):
             known_samples.append(await _kill_once(monitor, known))
@@ -190,7 +194,7 @@ async def bench_kill(
     finally:
         stop.set()
         load.join()
-    detection = await _detection_latencies(bootstrap, f"bench-known-{run_id}")
+    detection = await _detection_latencies(bootstrap, f"bench-known-{run_id}", timed_from_us)
     return {
         "unit": "ms",
         "background load": f"{load_agents} agents x 10 tool calls/s",
@@ -209,6 +213,7 @@ async def _produce_backlog(bootstrap: str, prefix: str, agents: int, per_agent: 
     from agents_bridge.codec import codec
     from agents_bridge.topics import events_topic
 
+    await create_topics(bootstrap, [events_topic(f"{prefix}-{a}") for a in range(agents)])
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=262144)
     await producer.start()
     total = 0
@@ -373,12 +378,13 @@ def main() -> int:
             f"unknown benchmark(s): {', '.join(sorted(unknown))}; choose emit, kill or throughput"
         )
     if args.bootstrap:
-        others = asyncio.run(_other_agents(args.bootstrap))
-        if others:
+        agents = asyncio.run(agent_topics(args.bootstrap))
+        if agents:
             parser.error(
-                f"{args.bootstrap} holds agent topics that are not the benchmark's "
-                f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}): its worker "
-                "would detect and kill those agents. Use a cluster of the benchmark's own."
+                f"{args.bootstrap} holds agent topics ({', '.join(agents[:3])}"
+                f"{', ...' if len(agents) > 3 else ''}): the benchmark's worker would detect "
+                "and kill those agents, and count their events. Use a cluster of the "
+                "benchmark's own (or delete these topics, if an earlier run left them)."
             )
     workdir = Path(tempfile.mkdtemp(prefix="trc-bench-"))
     broker_name = args.bootstrap or "embedded Tansu"
@@ -392,11 +398,8 @@ def main() -> int:
             with EmbeddedBroker(free_port(), log_path=workdir / log) as embedded:
                 yield embedded.bootstrap_servers, embedded.pid
             return
-        before = asyncio.run(_topics(args.bootstrap))
-        try:
+        with borrowed(args.bootstrap):
             yield args.bootstrap, None
-        finally:
-            asyncio.run(_delete_topics_since(args.bootstrap, before))
 
     if {"emit", "kill"} & set(args.which):
         with broker("broker.log") as (bootstrap, pid):
@@ -410,38 +413,6 @@ def main() -> int:
                 bootstrap, workdir, 100, max(3, args.events // 100)
             )
     return report(results, args.json)
-
-
-async def _topics(bootstrap: str) -> set[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        return set(await admin.list_topics())
-    finally:
-        await admin.close()
-
-
-async def _delete_topics_since(bootstrap: str, before: set[str]) -> None:
-    """Delete the topics created since ``before`` was listed (the benchmark's own)."""
-    created = sorted((await _topics(bootstrap)) - before)
-    if not created:
-        return
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_topics(created)
-        print(f"deleted the benchmark's {len(created)} topics", file=sys.stderr)
-    finally:
-        await admin.close()
-
-
-async def _other_agents(bootstrap: str) -> list[str]:
-    """Agent topics on the cluster that no benchmark created."""
-    return sorted(
-        t
-        for t in await _topics(bootstrap)
-        if EVENTS_PATTERN.match(t) and not t.startswith(EVENTS_PREFIX + "bench-")
-    )
 
 
 if __name__ == "__main__":

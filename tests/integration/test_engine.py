@@ -10,10 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from agents_bridge import AgentKilled, Monitor, load_settings
 from agents_bridge.topics import ANOMALIES
-from app.worker_process import WorkerProcess
+from app.worker_process import WorkerProcess, WorkerStartError
 from tests.conftest import ARTIFACTS
 from tests.integration.conftest import unique, worker_env
 from tests.integration.topic_reader import read_until
@@ -187,3 +188,29 @@ async def test_the_worker_exports_how_far_behind_it_runs_and_its_table_sizes(
         assert _sample(worker, 'trc_table_keys{table="tasks"}') == 3
         assert _sample(worker, 'trc_table_keys{table="fleet-tasks"}') == 3
         assert _sample(worker, "trc_ingest_lag_records") == 0
+
+
+def test_a_partition_count_that_differs_from_the_topics_stops_the_worker(
+    bootstrap_servers: str,
+) -> None:
+    # Shards and table partitions are computed from TRC_PARTITIONS: a worker started
+    # with another value than the topics were created with must refuse, not misroute.
+    env = worker_env(bootstrap_servers, TRC_PARTITIONS="2")
+    asyncio.run(_create_topic(bootstrap_servers, f"{env['TRC_APP_ID']}-events-by-chain", 3))
+    log = Path(ARTIFACTS) / f"worker-{env['TRC_APP_ID']}.log"
+    worker = WorkerProcess(env, log)
+    try:
+        with pytest.raises(WorkerStartError, match="exited with code 1"):
+            worker.start(timeout=45)
+    finally:
+        worker.stop()
+    assert "SettingsError: TRC_PARTITIONS is 2 but" in log.read_text(), worker.log_tail()
+
+
+async def _create_topic(bootstrap_servers: str, name: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()

@@ -86,11 +86,6 @@ class WorkerProcess:
             time.sleep(0.2)
         raise WorkerStartError(f"worker not ready after {timeout:.0f} s:\n{self.log_tail()}")
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU time the worker has used so far (Linux /proc)."""
-        assert self._process is not None
-        return cpu_seconds(self._process.pid)
-
     def metric(self, name: str) -> float:
         """The value of one unlabelled sample on ``/metrics`` (0 before it is exported)."""
         with urllib.request.urlopen(self.url("/metrics"), timeout=5) as response:

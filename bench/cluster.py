@@ -13,10 +13,11 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.admin import AIOKafkaAdminClient
 
+from agents_bridge.settings import load_settings
 from agents_bridge.topics import EVENTS_PATTERN
+from app.topic_specs import TopicSpec, ensure_topics
 
 __all__ = ["agent_topics", "borrowed", "create_topics"]
 
@@ -45,11 +46,8 @@ async def agent_topics(bootstrap: str) -> list[str]:
 
 async def create_topics(bootstrap: str, names: list[str]) -> None:
     """Create the single-partition topics ``names`` that do not exist yet."""
-    async with _admin(bootstrap) as admin:
-        missing = sorted(set(names) - set(await admin.list_topics()))
-        if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics([NewTopic(name, 1, 1) for name in missing])
+    settings = load_settings(bootstrap_servers=bootstrap)
+    await ensure_topics(settings, [TopicSpec(name, 1) for name in names])
 
 
 @contextlib.contextmanager

@@ -276,14 +276,16 @@ async def _bare_consume_rate(bootstrap: str, prefix: str, expected: int) -> floa
 def _drain_rate(app: WorkerProcess, total: int, label: str) -> dict[str, Any]:
     """Events/s while ``app`` works through the backlog, and its events per CPU-second."""
     started, first, last, samples = None, 0.0, 0.0, []
+    assert app.pid is not None
+    pid = app.pid
     deadline = time.monotonic() + 600
     while last < total and time.monotonic() < deadline:
         time.sleep(0.5)
         done = app.metric(_PROCESSED)
         if done > 0 and started is None:
-            started, first, cpu_start = time.perf_counter(), done, app.cpu_seconds()
+            started, first, cpu_start = time.perf_counter(), done, cpu_seconds(pid)
         if started is not None and done > last:
-            samples.append((time.perf_counter(), done, app.cpu_seconds()))
+            samples.append((time.perf_counter(), done, cpu_seconds(pid)))
         last = done
         print(f"\r  {label}: processed {int(last):,}/{total:,}", end="", file=sys.stderr)
     print(file=sys.stderr)

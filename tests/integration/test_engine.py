@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from agents_bridge import AgentKilled, Monitor, load_settings
 from agents_bridge.topics import ANOMALIES
+from app.topic_specs import TopicSpec, ensure_topics
 from app.worker_process import WorkerProcess, WorkerStartError
 from tests.conftest import ARTIFACTS
 from tests.integration.conftest import unique, worker_env
@@ -196,7 +196,9 @@ def test_a_partition_count_that_differs_from_the_topics_stops_the_worker(
     # Shards and table partitions are computed from TRC_PARTITIONS: a worker started
     # with another value than the topics were created with must refuse, not misroute.
     env = worker_env(bootstrap_servers, TRC_PARTITIONS="2")
-    asyncio.run(_create_topic(bootstrap_servers, f"{env['TRC_APP_ID']}-events-by-chain", 3))
+    settings = load_settings(bootstrap_servers=bootstrap_servers)
+    by_chain = TopicSpec(f"{env['TRC_APP_ID']}-events-by-chain", 3)
+    asyncio.run(ensure_topics(settings, [by_chain]))
     log = Path(ARTIFACTS) / f"worker-{env['TRC_APP_ID']}.log"
     worker = WorkerProcess(env, log)
     try:
@@ -205,12 +207,3 @@ def test_a_partition_count_that_differs_from_the_topics_stops_the_worker(
     finally:
         worker.stop()
     assert "SettingsError: TRC_PARTITIONS is 2 but" in log.read_text(), worker.log_tail()
-
-
-async def _create_topic(bootstrap_servers: str, name: str, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, partitions, 1)])
-    finally:
-        await admin.close()

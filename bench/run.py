@@ -22,6 +22,7 @@ kill  - offending event emitted -> agent halted (target p99 < 100 ms) with a
         baseline: one produce -> consume round trip on the same broker, before
         the load starts, and again at the end under the load; and the CPU the
         broker, the worker and the agents' process used meanwhile (one core = 100%).
+        --churn R adds R agents per second that come and go (a new topic each).
 """
 
 from __future__ import annotations
@@ -159,6 +160,13 @@ def _background_load(monitor: Monitor, agents: int, rate: float, stop: threading
         run.__exit__(None, None, None)
 
 
+def _churn(monitor: Monitor, per_second: float, stop: threading.Event) -> None:
+    """Agents that come and go: each new one (a new topic) runs one short task."""
+    while not stop.wait(1.0 / per_second):
+        with monitor.run(f"bench-churn-{uuid.uuid4().hex[:8]}") as run:
+            run.tool_call("fetch", {"page": 0})
+
+
 def _cpu_shares(pids: dict[str, int], before: dict[str, float], wall_s: float) -> str:
     """CPU each process used since ``before``, as a share of one core."""
     used = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
@@ -166,13 +174,22 @@ def _cpu_shares(pids: dict[str, int], before: dict[str, float], wall_s: float) -
 
 
 async def bench_kill(
-    monitor: Monitor, bootstrap: str, n: int, load_agents: int, pids: dict[str, int]
+    monitor: Monitor,
+    bootstrap: str,
+    n: int,
+    load_agents: int,
+    pids: dict[str, int],
+    churn: float = 0.0,
 ) -> dict[str, Any]:
-    """``pids``: the processes whose CPU use is reported (worker, broker when local)."""
+    """``pids``: the processes whose CPU use is reported (worker, broker when local);
+    ``churn``: new agents per second during the kills."""
     rtt = await _round_trip(bootstrap, n)
     stop = threading.Event()
-    load = threading.Thread(target=_background_load, args=(monitor, load_agents, 10.0, stop))
-    load.start()
+    load = [threading.Thread(target=_background_load, args=(monitor, load_agents, 10.0, stop))]
+    if churn:
+        load.append(threading.Thread(target=_churn, args=(monitor, churn, stop)))
+    for thread in load:
+        thread.start()
     run_id = uuid.uuid4().hex[:6]
     pids = {**pids, "agents": os.getpid()}
     cpu_before, started = {name: cpu_seconds(pid) for name, pid in pids.items()}, time.monotonic()
@@ -193,11 +210,13 @@ async def bench_kill(
         rtt_loaded = await _round_trip(bootstrap, n)
     finally:
         stop.set()
-        load.join()
+        for thread in load:
+            thread.join()
     detection = await _detection_latencies(bootstrap, f"bench-known-{run_id}", timed_from_us)
     return {
         "unit": "ms",
-        "background load": f"{load_agents} agents x 10 tool calls/s",
+        "background load": f"{load_agents} agents x 10 tool calls/s"
+        + (f", {churn:g} new agents/s" if churn else ""),
         "emitted->halted, known agent": _halted(known_samples, 0),
         "issued->halted, known agent": _halted(known_samples, 1),
         "emitted->decision in the worker, known agent": summarize(detection),
@@ -353,7 +372,7 @@ def _emit_and_kill(
             assert worker.pid is not None
             pids = {"worker": worker.pid, **({"broker": broker_pid} if broker_pid else {})}
             benchmarks["kill"] = asyncio.run(
-                bench_kill(monitor, bootstrap, args.n, args.load_agents, pids)
+                bench_kill(monitor, bootstrap, args.n, args.load_agents, pids, args.churn)
             )
 
 
@@ -366,6 +385,9 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=60_000, help="throughput backlog size")
     parser.add_argument("-n", type=int, default=40, help="kill iterations")
     parser.add_argument("--load-agents", type=int, default=50)
+    parser.add_argument(
+        "--churn", type=float, default=0.0, help="kill: new agents per second meanwhile"
+    )
     parser.add_argument("--json", type=Path, help="also write the JSON here")
     parser.add_argument(
         "--bootstrap",

@@ -1,0 +1,152 @@
+"""The ingest on its own against the real broker: what it forwards as agent topics come,
+and as agent topics move between workers."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+
+from agents_bridge import load_settings
+from agents_bridge.codec import Record, codec
+from agents_bridge.settings import Settings
+from agents_bridge.topics import events_topic
+from app.ingest import AgentTopicIngest
+from app.topic_specs import TopicSpec, ensure_topics
+from tests.integration.conftest import unique
+from tests.integration.topic_reader import until
+
+pytestmark = pytest.mark.integration
+
+_ALL_SHARDS = frozenset(range(4))
+
+
+class _Forwarded:
+    """What an ingest forwarded: the step indexes per agent, in order."""
+
+    def __init__(self) -> None:
+        self.steps: dict[str, list[int]] = {}
+
+    async def forward(self, batch: list[tuple[Record, bytes]]) -> list[Any]:
+        for event, _ in batch:
+            self.steps.setdefault(event["agent_id"], []).append(event["step_index"])
+        return []
+
+    def of(self, agent_id: str) -> list[int]:
+        return self.steps.get(agent_id, [])
+
+
+async def _dead_letter(record: ConsumerRecord, reason: str, kind: str) -> None:
+    raise AssertionError(f"dead-lettered {record.topic}@{record.offset}: {reason}")
+
+
+class _Agents:
+    """Writes agent events straight to their topics, one partition each as the bridge does."""
+
+    def __init__(self, bootstrap_servers: str) -> None:
+        self._settings = load_settings(bootstrap_servers=bootstrap_servers)
+        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+
+    async def emit(self, agent_id: str, steps: range) -> None:
+        topic = events_topic(agent_id)
+        await ensure_topics(self._settings, [TopicSpec(topic, 1)])
+        for step in steps:
+            event = {
+                "event_id": uuid.uuid4().hex,
+                "event_type": "step_start",
+                "agent_id": agent_id,
+                "task_id": f"{agent_id}-task",
+                "correlation_id": f"{agent_id}-task",
+                "step_index": step,
+                "emitted_at": 1_700_000_000_000_000 + step,
+            }
+            await self._producer.send_and_wait(topic, codec.encode("trc.AgentEvent", event))
+
+    async def __aenter__(self) -> _Agents:
+        await self._producer.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self._producer.stop()
+
+
+@pytest.fixture
+async def agents(bootstrap_servers: str) -> AsyncIterator[_Agents]:
+    async with _Agents(bootstrap_servers) as started:
+        yield started
+
+
+async def _running(
+    settings: Settings, forwarded: _Forwarded, topic_counts: list[int] | None = None
+) -> tuple[AgentTopicIngest, Any]:
+    on_topics = (topic_counts if topic_counts is not None else []).append
+    ingest = AgentTopicIngest(settings, forwarded.forward, _dead_letter, on_topics)
+    ingest.own(_ALL_SHARDS)
+    task = asyncio.create_task(ingest.run())
+    await until(lambda: ingest.running, within_s=30, what="the ingest starting")
+    return ingest, task
+
+
+async def _stop(task: Any) -> None:
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_a_new_agent_topic_neither_replays_nor_skips_the_others(
+    bootstrap_servers: str, agents: _Agents
+) -> None:
+    settings = load_settings(bootstrap_servers=bootstrap_servers, app_id=unique("ingest"))
+    first, second = unique("steady"), unique("newcomer")
+    await agents.emit(first, range(0, 5))
+    forwarded = _Forwarded()
+    _, task = await _running(settings, forwarded)
+    try:
+        await until(lambda: len(forwarded.of(first)) >= 5, within_s=30, what="5 events forwarded")
+        for agent_id, steps in ((second, range(0, 3)), (first, range(5, 10))):
+            await agents.emit(agent_id, steps)  # the new topic comes between the others
+        await until(
+            lambda: len(forwarded.of(first)) >= 10 and len(forwarded.of(second)) >= 3,
+            within_s=30,
+            what="every event of both agents forwarded",
+        )
+    finally:
+        await _stop(task)
+    assert forwarded.of(first) == list(range(10))
+    assert forwarded.of(second) == list(range(3))
+
+
+async def test_a_topic_handed_back_goes_on_from_what_the_other_worker_committed(
+    bootstrap_servers: str, agents: _Agents
+) -> None:
+    settings = load_settings(bootstrap_servers=bootstrap_servers, app_id=unique("ingest"))
+    agent_id = unique("handed")
+    await agents.emit(agent_id, range(0, 3))
+    forwarded, topic_counts = _Forwarded(), []
+    ingest, task = await _running(settings, forwarded, topic_counts)
+    other = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        group_id=f"{settings.app_id}-ingest",
+        enable_auto_commit=False,
+    )
+    try:
+        await until(lambda: forwarded.of(agent_id) == [0, 1, 2], within_s=30, what="3 forwarded")
+        ingest.own(frozenset())  # its shard goes to another worker...
+        await until(lambda: topic_counts[-1] == 0, within_s=30, what="the topic handed over")
+        topic = TopicPartition(events_topic(agent_id), 0)
+        await agents.emit(agent_id, range(3, 6))
+        await other.start()
+        other.assign([topic])
+        await other.commit({topic: 6})  # ... which forwards steps 3-5 and commits them
+        ingest.own(_ALL_SHARDS)  # and hands the shard back
+        await agents.emit(agent_id, range(6, 8))
+        # A replay of steps 3-5 would come before 6 and 7.
+        await until(lambda: len(forwarded.of(agent_id)) >= 5, within_s=30, what="2 more events")
+    finally:
+        await other.stop()
+        await _stop(task)
+    assert forwarded.of(agent_id) == [0, 1, 2, 6, 7]

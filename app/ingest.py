@@ -187,8 +187,8 @@ class AgentTopicIngest:
         self._consumer.assign(partitions)
         # Partitions held throughout go on from where this loop is (what it committed)
         # instead of asking the broker for every committed offset again: with agents
-        # coming and going that was every discovery, and the kill latency of the agents
-        # already there went from 0.1 s to 5 s (bench.run kill --churn 3). The others
+        # coming and going that was every discovery, and the kill p99 of the agents
+        # already there went from 0.3 s to 5-6 s (bench.run kill --churn 3). The others
         # start from the committed offsets (another worker may have moved them on).
         self._read_up_to = {tp: o for tp, o in self._read_up_to.items() if tp in kept}
         for tp, offset in self._read_up_to.items():

@@ -27,11 +27,13 @@ _ALL_SHARDS = frozenset(range(4))
 
 
 class _Forwarded:
-    """What an ingest forwarded (the step indexes per agent, in order) and dead-lettered."""
+    """What an ingest forwarded (the step indexes per agent, in order), dead-lettered, and
+    how many agent topics it consumed after each change."""
 
     def __init__(self) -> None:
         self.steps: dict[str, list[int]] = {}
         self.dead_letters: list[str] = []
+        self.topic_counts: list[int] = []
 
     async def forward(self, batch: list[tuple[Record, bytes]]) -> list[Any]:
         for event, _ in batch:
@@ -81,11 +83,10 @@ async def agents(quiet_broker: str) -> AsyncIterator[_Agents]:
         yield started
 
 
-async def _running(
-    settings: Settings, forwarded: _Forwarded, topic_counts: list[int] | None = None
-) -> tuple[AgentTopicIngest, Any]:
-    on_topics = (topic_counts if topic_counts is not None else []).append
-    ingest = AgentTopicIngest(settings, forwarded.forward, forwarded.dead_letter, on_topics)
+async def _running(settings: Settings, forwarded: _Forwarded) -> tuple[AgentTopicIngest, Any]:
+    ingest = AgentTopicIngest(
+        settings, forwarded.forward, forwarded.dead_letter, forwarded.topic_counts.append
+    )
     ingest.own(_ALL_SHARDS)
     task = asyncio.create_task(ingest.run())
     await until(lambda: ingest.running, within_s=30, what="the ingest starting")
@@ -128,8 +129,8 @@ async def test_a_topic_handed_back_goes_on_from_what_the_other_worker_committed(
     settings = load_settings(bootstrap_servers=quiet_broker, app_id=unique("ingest"))
     agent_id = unique("handed")
     await agents.emit(agent_id, range(0, 3))
-    forwarded, topic_counts = _Forwarded(), []
-    ingest, task = await _running(settings, forwarded, topic_counts)
+    forwarded = _Forwarded()
+    ingest, task = await _running(settings, forwarded)
     other = AIOKafkaConsumer(
         bootstrap_servers=quiet_broker,
         group_id=f"{settings.app_id}-ingest",
@@ -138,7 +139,9 @@ async def test_a_topic_handed_back_goes_on_from_what_the_other_worker_committed(
     try:
         await until(lambda: forwarded.of(agent_id) == [0, 1, 2], within_s=30, what="3 forwarded")
         ingest.own(frozenset())  # its shard goes to another worker...
-        await until(lambda: topic_counts[-1] == 0, within_s=30, what="the topic handed over")
+        await until(
+            lambda: forwarded.topic_counts[-1:] == [0], within_s=30, what="the topic handed over"
+        )
         topic = TopicPartition(events_topic(agent_id), 0)
         await agents.emit(agent_id, range(3, 6))
         await other.start()

@@ -21,10 +21,16 @@ class Metrics:
             "Agent events processed by the detectors.",
             registry=self.registry,
         )
+        self.events_duplicate = Counter(
+            "trc_events_duplicate",
+            "Agent events whose event id the detectors had seen (resent after a failed send, "
+            "or replayed after a restart): not processed again.",
+            registry=self.registry,
+        )
         self.events_ingested = Counter(
             "trc_events_ingested",
             "Agent events read from the agent topics and forwarded to the detectors; "
-            "ahead of trc_events_processed_total by what is in flight.",
+            "ahead of trc_events_processed_total by what is in flight and by duplicates.",
             registry=self.registry,
         )
         self.anomalies = Counter(

@@ -301,16 +301,20 @@ def create_app(settings: Settings) -> faust.App:
             table.commit()
 
     async def on_chain_event(event: dict[str, Any]) -> None:
-        metrics.events_processed.inc()
-        metrics.processing_delay.observe(max(0.0, (now_us() - event["emitted_at"]) / 1e6))
-        operator.observe(event)
         policy = policies.current().for_agent_type(event.get("agent_type"))
         tool_key = event.get("tool_name") or ""
+        old_task = tasks.get(event["task_id"])
         old_chain = chains.get(event["correlation_id"])
         old_baseline = tools.get(tool_key) if tool_key else _NO_TOOL
         task, chain, baseline, outcomes = process_chain_event(
-            tasks.get(event["task_id"]), old_chain, old_baseline, event, policy
+            old_task, old_chain, old_baseline, event, policy
         )
+        if task is old_task:  # its event id was seen: resent after a send failed, or replayed
+            metrics.events_duplicate.inc()
+            return
+        metrics.events_processed.inc()
+        metrics.processing_delay.observe(max(0.0, (now_us() - event["emitted_at"]) / 1e6))
+        operator.observe(event)  # the fleet's spend and the trace count each event once
         tasks.stage(event["task_id"], task)
         if chain is not old_chain:
             chains.stage(event["correlation_id"], chain)

@@ -6,13 +6,17 @@ import asyncio
 import subprocess
 import sys
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from agents_bridge import AgentKilled, Monitor, load_settings
-from agents_bridge.topics import ANOMALIES
+from agents_bridge.clock import now_us
+from agents_bridge.codec import codec
+from agents_bridge.topics import ANOMALIES, events_topic
 from app.topic_specs import TopicSpec, ensure_topics
 from app.worker_process import WorkerProcess, WorkerStartError
 from tests.conftest import ARTIFACTS
@@ -165,6 +169,26 @@ def _sample(worker: WorkerProcess, series: str) -> float | None:
     return None
 
 
+async def _send_twice(bootstrap_servers: str, agent_id: str) -> None:
+    event = {
+        "event_id": uuid.uuid4().hex,
+        "event_type": "task_start",
+        "agent_id": agent_id,
+        "task_id": unique("resent"),
+        "correlation_id": unique("resent"),
+        "emitted_at": now_us(),
+    }
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for _ in range(2):
+            await producer.send_and_wait(
+                events_topic(agent_id), codec.encode("trc.AgentEvent", event)
+            )
+    finally:
+        await producer.stop()
+
+
 async def test_the_worker_exports_how_far_behind_it_runs_and_its_table_sizes(
     quiet_broker: str,
 ) -> None:
@@ -188,6 +212,15 @@ async def test_the_worker_exports_how_far_behind_it_runs_and_its_table_sizes(
         assert _sample(worker, 'trc_table_keys{table="tasks"}') == 3
         assert _sample(worker, 'trc_table_keys{table="fleet-tasks"}') == 3
         assert _sample(worker, "trc_ingest_lag_records") == 0
+        # The same event twice (a resend after a lost acknowledgement) counts once.
+        await _send_twice(bootstrap_servers, agent_ids[0])
+        deadline = asyncio.get_running_loop().time() + 30
+        while worker.metric("trc_events_duplicate_total") < 1:
+            assert asyncio.get_running_loop().time() < deadline, "no duplicate counted"
+            await asyncio.sleep(0.1)
+        assert worker.metric("trc_events_processed_total") == done + 1
+        assert _sample(worker, "trc_processing_delay_seconds_count") == done + 1
+        assert _sample(worker, 'trc_table_keys{table="tasks"}') == 4
 
 
 def test_a_partition_count_that_differs_from_the_topics_stops_the_worker(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from app.trace import TraceHead, add_finding, append_step, build_trace, compact, expired
@@ -145,7 +144,8 @@ def test_findings_are_capped_and_chains_expire() -> None:
     assert expired(head, 3700 * S, retention_s=3600)
 
 
-def test_a_chain_of_10000_events_builds_in_well_under_a_second() -> None:
+def test_a_chain_of_10000_events_from_20_tasks_builds_whole() -> None:
+    # How fast it builds is bench.trace's to measure (10,000 events in one chain).
     steps = []
     for t in range(20):
         for i in range(500):
@@ -159,11 +159,8 @@ def test_a_chain_of_10000_events_builds_in_well_under_a_second() -> None:
                 parent_task_id=f"t{t - 1}" if t else None,
             )
             steps.append(compact(e))
-    started = time.perf_counter()
     trace = build_trace("c1", steps)
-    elapsed = time.perf_counter() - started
     assert trace["events"] == 10_000 and trace["tasks"] == 20
-    assert elapsed < 1.0, f"{elapsed:.2f} s"
 
 
 def test_a_sweep_deletes_only_idle_records_of_the_partition_being_processed() -> None:

@@ -6,22 +6,19 @@ import asyncio
 import subprocess
 import sys
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from agents_bridge import AgentKilled, Monitor, load_settings
-from agents_bridge.clock import now_us
-from agents_bridge.codec import codec
-from agents_bridge.topics import ANOMALIES, events_topic
+from agents_bridge.topics import ANOMALIES
 from app.topic_specs import TopicSpec, ensure_topics
 from app.worker_process import WorkerProcess, WorkerStartError
 from tests.conftest import ARTIFACTS
 from tests.integration.conftest import unique, worker_env
 from tests.integration.topic_reader import read_until
+from tests.integration.topic_writer import TopicWriter, agent_event
 
 pytestmark = pytest.mark.integration
 
@@ -169,26 +166,6 @@ def _sample(worker: WorkerProcess, series: str) -> float | None:
     return None
 
 
-async def _send_twice(bootstrap_servers: str, agent_id: str) -> None:
-    event = {
-        "event_id": uuid.uuid4().hex,
-        "event_type": "task_start",
-        "agent_id": agent_id,
-        "task_id": unique("resent"),
-        "correlation_id": unique("resent"),
-        "emitted_at": now_us(),
-    }
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
-    await producer.start()
-    try:
-        for _ in range(2):
-            await producer.send_and_wait(
-                events_topic(agent_id), codec.encode("trc.AgentEvent", event)
-            )
-    finally:
-        await producer.stop()
-
-
 async def test_the_worker_exports_how_far_behind_it_runs_and_its_table_sizes(
     quiet_broker: str,
 ) -> None:
@@ -213,7 +190,9 @@ async def test_the_worker_exports_how_far_behind_it_runs_and_its_table_sizes(
         assert _sample(worker, 'trc_table_keys{table="fleet-tasks"}') == 3
         assert _sample(worker, "trc_ingest_lag_records") == 0
         # The same event twice (a resend after a lost acknowledgement) counts once.
-        await _send_twice(bootstrap_servers, agent_ids[0])
+        resent = agent_event(agent_ids[0], event_type="task_start", task_id=unique("resent"))
+        async with TopicWriter(bootstrap_servers) as writer:
+            await writer.send(agent_ids[0], [resent, resent])
         deadline = asyncio.get_running_loop().time() + 30
         while worker.metric("trc_events_duplicate_total") < 1:
             assert asyncio.get_running_loop().time() < deadline, "no duplicate counted"

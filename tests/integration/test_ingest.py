@@ -5,21 +5,20 @@ move between workers."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from agents_bridge import load_settings
-from agents_bridge.codec import Record, codec
+from agents_bridge.codec import Record
 from agents_bridge.settings import Settings
 from agents_bridge.topics import events_topic
 from app.ingest import AgentTopicIngest
-from app.topic_specs import TopicSpec, ensure_topics
 from tests.integration.conftest import unique
 from tests.integration.topic_reader import until
+from tests.integration.topic_writer import TopicWriter, agent_event
 
 pytestmark = pytest.mark.integration
 
@@ -47,34 +46,11 @@ class _Forwarded:
         return self.steps.get(agent_id, [])
 
 
-class _Agents:
-    """Writes agent events straight to their topics, one partition each as the bridge does."""
-
-    def __init__(self, bootstrap_servers: str) -> None:
-        self._settings = load_settings(bootstrap_servers=bootstrap_servers)
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+class _Agents(TopicWriter):
+    """Agents whose events carry the given step indexes."""
 
     async def emit(self, agent_id: str, steps: range) -> None:
-        topic = events_topic(agent_id)
-        await ensure_topics(self._settings, [TopicSpec(topic, 1)])
-        for step in steps:
-            event = {
-                "event_id": uuid.uuid4().hex,
-                "event_type": "step_start",
-                "agent_id": agent_id,
-                "task_id": f"{agent_id}-task",
-                "correlation_id": f"{agent_id}-task",
-                "step_index": step,
-                "emitted_at": 1_700_000_000_000_000 + step,
-            }
-            await self._producer.send_and_wait(topic, codec.encode("trc.AgentEvent", event))
-
-    async def __aenter__(self) -> _Agents:
-        await self._producer.start()
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self._producer.stop()
+        await self.send(agent_id, (agent_event(agent_id, step_index=step) for step in steps))
 
 
 @pytest.fixture

@@ -95,7 +95,8 @@ def process_chain_event(
     """Fold ``event`` into its task, chain and tool baseline; decide on every finding.
 
     The chain and the baseline come back as the same objects when the event did
-    not change them, so the caller can skip writing them."""
+    not change them, so the caller can skip writing them; the task comes back as
+    the same object only when its event id was seen already (a duplicate)."""
     if event["event_id"] in task.seen:
         return task, chain, baseline, []
     warn = policy.warn_fraction

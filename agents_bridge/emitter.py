@@ -27,6 +27,7 @@ from aiokafka.protocol.transaction import InitProducerIdRequest
 
 from agents_bridge._loop_thread import LoopThread
 from agents_bridge.codec import EncodeError, Record, codec
+from agents_bridge.event_frame import EventFrame, FrameExpander
 from agents_bridge.journal import Journal, JournalEntry
 from agents_bridge.settings import Settings
 from agents_bridge.similarity import sketch
@@ -67,7 +68,8 @@ class Emitter:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._queue: collections.deque[Record] = collections.deque()
+        self._queue: collections.deque[Record | EventFrame] = collections.deque()
+        self._frames = FrameExpander()
         self._hard_limit = settings.emit_queue_size * 4
         self._idle = True
         """The pump waits to be woken (it polls the queue while recently busy)."""
@@ -88,12 +90,13 @@ class Emitter:
 
     # -- agent thread ----------------------------------------------------------
 
-    def emit(self, record: Record) -> None:
-        """Queue ``record``; never blocks. Dropped (and counted) only past the hard bound."""
+    def emit(self, item: Record | EventFrame) -> None:
+        """Queue an event frame or a routed record; never blocks. Dropped (and counted)
+        only past the hard bound."""
         if len(self._queue) >= self._hard_limit:
             self.stats.dropped_queue_full += 1
             return
-        self._queue.append(record)
+        self._queue.append(item)
         self.stats.queued += 1
         if self._idle:
             self._idle = False
@@ -227,13 +230,14 @@ class Emitter:
             # before taking the interpreter lock to encode and send them in one batch.
             await asyncio.sleep(poll_s)
 
-    def _drain_queue(self, limit: int) -> list[Record]:
-        batch: list[Record] = []
+    def _drain_queue(self, limit: int) -> list[Record | EventFrame]:
+        batch: list[Record | EventFrame] = []
         while self._queue and len(batch) < limit:
             batch.append(self._queue.popleft())
         return batch
 
-    def _entry(self, record: Record) -> JournalEntry | None:
+    def _entry(self, item: Record | EventFrame) -> JournalEntry | None:
+        record = self._frames.record(item) if isinstance(item, tuple) else item
         schema, topic, key = record.pop(ROUTE, None) or (
             _EVENT,
             events_topic(record["agent_id"]),
@@ -250,8 +254,8 @@ class Emitter:
             return None
         return topic, key.encode(), value
 
-    async def _handle(self, records: list[Record]) -> None:
-        entries = [e for e in map(self._entry, records) if e is not None]
+    async def _handle(self, items: list[Record | EventFrame]) -> None:
+        entries = [e for e in map(self._entry, items) if e is not None]
         over_bound = len(self._queue) > self._settings.emit_queue_size
         if self._spilling or over_bound or self._producer is None:
             if not self._spilling:

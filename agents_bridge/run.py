@@ -6,7 +6,6 @@ import asyncio
 import contextvars
 import hashlib
 import itertools
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from agents_bridge.actions import registry as default_registry
 from agents_bridge.clock import now_us
 from agents_bridge.codec import Record
 from agents_bridge.emitter import SKETCH_SOURCE
+from agents_bridge.event_frame import EventFrame, run_identity
 from agents_bridge.pricing import PriceTable
 from agents_bridge.rollback import JournaledAction
 from agents_bridge.validation import InputGuard
@@ -40,7 +40,7 @@ class AgentKilled(Exception):
 class RunSettings:
     """What every run of one monitor shares."""
 
-    emit: Callable[[Record], None]
+    emit: Callable[[EventFrame], None]
     on_close: Callable[[AgentRun], None]
     checkpoint: Callable[[AgentRun, Record], None]
     """Publishes a halted run's state for review."""
@@ -104,6 +104,15 @@ class AgentRun:
         self._task: asyncio.Task[Any] | None = None
         self._task_loop: asyncio.AbstractEventLoop | None = None
         self._context_token: contextvars.Token[propagation.RunContext | None] | None = None
+        self._identity = run_identity(
+            agent_id=agent_id,
+            agent_type=agent_type,
+            task_id=task_id,
+            correlation_id=correlation_id,
+            parent_agent_id=parent_agent_id,
+            parent_task_id=parent_task_id,
+            producer_id=shared.producer_id,
+        )
 
     @property
     def context(self) -> propagation.RunContext:
@@ -117,21 +126,14 @@ class AgentRun:
 
     def _event(self, event_type: str, **fields: Any) -> None:
         self._shared.emit(
-            {
-                "event_id": os.urandom(16).hex(),  # 128 random bits, as uuid4, cheaper
-                "event_type": event_type,
-                "agent_id": self.agent_id,
-                "agent_type": self.agent_type,
-                "task_id": self.task_id,
-                "correlation_id": self.correlation_id,
-                "parent_agent_id": self.parent_agent_id,
-                "parent_task_id": self.parent_task_id,
-                "step_index": self.step_index,
-                "emitted_at": now_us(),
-                "producer_id": self._shared.producer_id,
-                "sequence": next(self._shared.sequence),
-                **fields,
-            }
+            (
+                self._identity,
+                next(self._shared.sequence),
+                event_type,
+                self.step_index,
+                now_us(),
+                fields,
+            )
         )
 
     def step(

@@ -4,14 +4,16 @@ Encoding and sending cost ~30 µs of Python per event. On a thread of the
 agent's own process that work holds the interpreter lock, and an agent thread
 that wants the lock back waits for it: measured, p99 emit cost 365-725 µs. In
 a child process it runs on another core and never touches the agent's lock;
-the agent's thread pays a ``marshal.dumps`` and a copy into a shared ring
+the agent's thread pays a ``marshal.dumps`` of a compact frame
+(:mod:`agents_bridge.event_frame`) and a copy into a shared ring
 (:mod:`agents_bridge._shared_ring`), with no system call while events flow.
 
 The child runs the :class:`~agents_bridge.emitter.Emitter` (queue, batching,
 journal spill and replay). It polls the ring every millisecond while events
 flow and waits on a doorbell pipe when idle; the agent rings it only for the
-first event after a pause. Control messages (flush, describe, close) travel in
-the ring, in order with the events, and are answered on a reply pipe.
+first event after a pause. Control messages (flush, describe, close: lists,
+where events are tuples and routed records dicts) travel in the ring, in order
+with the events, and are answered on a reply pipe.
 
 If the child cannot start, or dies, the parent takes back what the child had
 not read yet and sends from a thread of its own (the Emitter in this process),
@@ -41,6 +43,7 @@ from pydantic import SecretStr
 from agents_bridge._shared_ring import SharedRing
 from agents_bridge.codec import Record
 from agents_bridge.emitter import ROUTE, Emitter
+from agents_bridge.event_frame import EventFrame
 from agents_bridge.settings import Settings
 
 __all__ = ["SenderProcess"]
@@ -86,27 +89,30 @@ class SenderProcess:
 
     # -- agent thread ----------------------------------------------------------
 
-    def emit(self, record: Record) -> None:
-        """Hand ``record`` to the sender; never blocks."""
+    def emit(self, frame: EventFrame) -> None:
+        """Hand an agent event to the sender; never blocks."""
+        self._hand_over(frame)
+
+    def emit_to(self, schema: str, topic: str, key: str, record: Record) -> None:
+        """Queue a record for another topic, in order with the events (checkpoints...)."""
+        self._hand_over({**record, ROUTE: (schema, topic, key)})
+
+    def _hand_over(self, item: EventFrame | Record) -> None:
         if self._local is not None:
-            self._local.emit(record)
+            self._local.emit(item)
             return
         try:
-            body = marshal.dumps(record)
+            body = marshal.dumps(item)
         except ValueError:  # a value marshal cannot carry (the guard normally stops it)
             self._rejected += 1
             return
         with self._lock:
             if self._local is not None:  # the child died while we waited
-                self._local.emit(record)
+                self._local.emit(item)
             elif self._backlog_bytes > _MAX_BACKLOG_BYTES:
                 self._dropped_backlog_full += 1
             else:
                 self._put(body)
-
-    def emit_to(self, schema: str, topic: str, key: str, record: Record) -> None:
-        """Queue a record for another topic, in order with the events (checkpoints...)."""
-        self.emit({**record, ROUTE: (schema, topic, key)})
 
     def _put(self, body: bytes) -> None:
         """Into the ring behind any backlog; what does not fit (or comes before
@@ -197,7 +203,7 @@ class SenderProcess:
         unread = self._ring.take() if self._ring is not None else []
         for body in [*unread, *self._backlog]:  # what the child had not read yet, in order
             message = marshal.loads(body)
-            if isinstance(message, dict):
+            if not isinstance(message, list):  # requests are lists; nobody waits for them now
                 local.emit(message)
         self._backlog.clear()
         self._backlog_bytes = 0
@@ -270,7 +276,7 @@ class SenderProcess:
             with self._lock:
                 if self._local is not None:
                     return None
-                self._put(marshal.dumps((kind, number, argument)))
+                self._put(marshal.dumps([kind, number, argument]))
             while True:  # the request must be in the ring to be answered
                 with self._lock:
                     if self._local is not None or self._ring is None:
@@ -347,7 +353,7 @@ async def _read_ring(
             for body in ring.take():
                 last_data = time.monotonic()
                 message = marshal.loads(body)
-                if isinstance(message, dict):
+                if not isinstance(message, list):  # an event frame or a routed record
                     emitter.emit(message)
                     continue
                 kind, number, argument = message

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 
 from agents_bridge import AgentKilled, InvalidEventError, in_context, propagation
+from agents_bridge.codec import codec
+from agents_bridge.event_frame import FrameExpander
 from agents_bridge.journal import Journal
 from agents_bridge.pricing import PriceTable
 from agents_bridge.run import AgentRun, RunSettings
@@ -23,10 +25,11 @@ class Recorder:
 
     def __init__(self, strict: bool = False, **options: Any) -> None:
         self.events: list[dict[str, Any]] = []
+        expander = FrameExpander()
         self.checkpoints: list[tuple[AgentRun, dict[str, Any]]] = []
         self.guard = InputGuard(strict, max_text_chars=50, redact=options.pop("redact", None))
         self.shared = RunSettings(
-            emit=self.events.append,
+            emit=lambda frame: self.events.append(expander.record(frame)),
             on_close=lambda run: None,
             checkpoint=lambda run, command: self.checkpoints.append((run, command)),
             guard=self.guard,
@@ -237,3 +240,18 @@ class TestJournal:
         with (tmp_path / "journal.log").open("ab") as log:
             log.write(b"\x00\x00\x00\x40partial")
         assert [e[2] for e in Journal(tmp_path, max_bytes=10_000)] == [b"whole"]
+
+
+def test_a_frame_expands_to_a_whole_event_with_an_id_of_its_own() -> None:
+    recorder = Recorder()
+    with recorder.run("a1", task_id="t1", correlation_id="c1") as run:
+        run.step("plan", input_summary="what next")
+    step = recorder.events[1]
+    assert [e["event_type"] for e in recorder.events] == ["task_start", "step_start", "task_end"]
+    assert len({e["event_id"] for e in recorder.events}) == 3
+    for event in recorder.events:
+        assert (event["agent_id"], event["task_id"], event["correlation_id"]) == ("a1", "t1", "c1")
+        assert event["producer_id"] == "p1"
+        decoded = codec.decode(codec.encode("trc.AgentEvent", event))[1]  # fits the schema
+        assert event.items() <= decoded.items()
+    assert (step["step_index"], step["action"], step["input_summary"]) == (1, "plan", "what next")

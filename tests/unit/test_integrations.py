@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from agents_bridge import AgentKilled, AgentRun, propagation
+from agents_bridge.event_frame import FrameExpander
 from agents_bridge.integrations import plain
 from agents_bridge.integrations._support import OwnedRun, agent_id_from, summarize
 from agents_bridge.pricing import PriceTable
@@ -34,9 +35,10 @@ class RecordingMonitor:
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
+        expander = FrameExpander()
         self.runs: list[AgentRun] = []
         self.shared = RunSettings(
-            emit=self.events.append,
+            emit=lambda frame: self.events.append(expander.record(frame)),
             on_close=lambda run: None,
             checkpoint=lambda run, command: None,
             guard=InputGuard(True, 2000, None),  # strict: bad input from a mapping fails

@@ -29,6 +29,7 @@ from agents_bridge._loop_thread import LoopThread
 from agents_bridge.codec import EncodeError, Record, codec
 from agents_bridge.event_frame import EventFrame, FrameExpander
 from agents_bridge.journal import Journal, JournalEntry
+from agents_bridge.log_limit import RepeatLimit
 from agents_bridge.settings import Settings
 from agents_bridge.similarity import sketch
 from agents_bridge.topics import events_topic
@@ -36,6 +37,7 @@ from agents_bridge.topics import events_topic
 __all__ = ["ROUTE", "SKETCH_SOURCE", "Emitter", "EmitterStats"]
 
 _log = logging.getLogger(__name__)
+_log.addFilter(RepeatLimit())  # a retry every half second must not flood the agent's logs
 T = TypeVar("T")
 _EVENT = "trc.AgentEvent"
 _BATCH = 5_000

@@ -44,6 +44,7 @@ from agents_bridge._shared_ring import SharedRing
 from agents_bridge.codec import Record
 from agents_bridge.emitter import ROUTE, Emitter
 from agents_bridge.event_frame import EventFrame
+from agents_bridge.log_limit import RepeatLimit
 from agents_bridge.settings import Settings
 
 __all__ = ["SenderProcess"]
@@ -388,6 +389,8 @@ def _answer(reply_fd: int, number: int, answer: Any) -> None:
 
 def _child_main() -> None:
     logging.basicConfig(format="trc-sender %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # aiokafka's retries too, in this process
+        handler.addFilter(RepeatLimit())
     ring_fd, doorbell, reply_fd = map(int, sys.argv[1:4])
     settings = Settings(**json.loads(sys.stdin.read()))
     _serve(SharedRing(ring_fd), doorbell, reply_fd, settings)

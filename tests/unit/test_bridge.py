@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agents_bridge import AgentKilled, InvalidEventError, in_context, propagation
+from agents_bridge import AgentKilled, InvalidEventError, in_context, log_limit, propagation
 from agents_bridge.codec import codec
 from agents_bridge.event_frame import FrameExpander
 from agents_bridge.journal import Journal
@@ -255,3 +256,26 @@ def test_a_frame_expands_to_a_whole_event_with_an_id_of_its_own() -> None:
         decoded = codec.decode(codec.encode("trc.AgentEvent", event))[1]  # fits the schema
         assert event.items() <= decoded.items()
     assert (step["step_index"], step["action"], step["input_summary"]) == (1, "plan", "what next")
+
+
+def test_a_repeated_log_message_passes_once_a_minute_with_a_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(log_limit.time, "monotonic", lambda: clock[0])
+    limit = log_limit.RepeatLimit(every_s=60)
+
+    def passes(msg: str) -> str | None:
+        args = ("b1",) if "%s" in msg else ()
+        record = logging.LogRecord("x", logging.WARNING, __file__, 1, msg, args, None)
+        return record.getMessage() if limit.filter(record) else None
+
+    assert passes("broker %s unreachable") == "broker b1 unreachable"
+    assert passes("another message") == "another message"
+    clock[0] += 30
+    assert [passes("broker %s unreachable") for _ in range(4)] == [None] * 4
+    clock[0] += 31
+    assert passes("broker %s unreachable") == (
+        "broker b1 unreachable (4 more like this in the last 61 s)"
+    )
+    assert passes("broker %s unreachable") is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
 
@@ -15,12 +16,15 @@ from agents_bridge.settings import Settings
 from agents_bridge.signing import CommandSigner
 from agents_bridge.topics import AUDIT, CONTROL
 
-__all__ = ["CommandPublisher", "audit_record", "command_key", "new_command"]
+__all__ = ["CommandPublisher", "SentCommand", "audit_record", "command_key", "new_command"]
 
 _log = logging.getLogger(__name__)
 
 _COMMAND = "trc.ControlCommand"
 _AUDIT = "trc.AuditRecord"
+_SENDER_HOPS = 3
+"""Event-loop turns aiokafka's sender task takes to write a queued request (measured,
+aiokafka 0.14: always 3). A caller that keeps the loop busy would hold the command back."""
 
 
 def new_command(
@@ -67,6 +71,13 @@ def audit_record(entry: str, **fields: object) -> Record:
     return {"record_id": uuid.uuid4().hex, "entry": entry, "at": now_us(), **fields}
 
 
+class SentCommand(NamedTuple):
+    """A signed command on its way to the broker."""
+
+    command: Record
+    acknowledged: asyncio.Future[Any]
+
+
 class CommandPublisher:
     """Signs and sends commands on ``trc.control`` with its own producer and connection.
 
@@ -100,12 +111,24 @@ class CommandPublisher:
             raise RuntimeError("CommandPublisher used before start()")
         return self._producer
 
-    async def publish(self, command: Record) -> Record:
-        """Sign, send and wait for the broker's acknowledgement; returns what was sent."""
+    async def send(self, command: Record) -> SentCommand:
+        """Sign and send ``command`` without waiting: :meth:`confirm` waits for the broker.
+
+        Several commands sent before any is confirmed wait for their
+        acknowledgements together, not one after the other.
+        """
         signed = self._signer.sign(command)
-        await self._started().send_and_wait(
+        acknowledged = await self._started().send(
             CONTROL, codec.encode(_COMMAND, signed), key=command_key(signed)
         )
+        for _ in range(_SENDER_HOPS):  # on the wire now, not after the caller's next await
+            await asyncio.sleep(0)
+        return SentCommand(signed, acknowledged)
+
+    async def confirm(self, sent: SentCommand) -> Record:
+        """Wait for the broker's acknowledgement (raises if it refused), then audit it."""
+        await sent.acknowledged
+        signed = sent.command
         # Not waited for: the kill is out; the audit line must not delay what follows.
         await self.audit(
             audit_record(
@@ -120,6 +143,10 @@ class CommandPublisher:
             wait=False,
         )
         return signed
+
+    async def publish(self, command: Record) -> Record:
+        """Sign, send and wait for the broker's acknowledgement; returns what was sent."""
+        return await self.confirm(await self.send(command))
 
     async def clear(self, target_type: str, target_id: str, *, issuer: str, reason: str) -> None:
         """Send a tombstone: nothing stands for the target any more."""

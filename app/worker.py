@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import faust
@@ -26,7 +26,7 @@ from agents_bridge.clock import now_us
 from agents_bridge.codec import codec
 from agents_bridge.settings import Settings
 from agents_bridge.topics import ANOMALIES, DEAD_LETTER, events_topic
-from app.commands import CommandPublisher, audit_record, new_command
+from app.commands import CommandPublisher, SentCommand, audit_record, new_command
 from app.control_api import ControlApi
 from app.detectors.latency import ToolBaseline
 from app.engine import (
@@ -94,6 +94,13 @@ def _partition_of(key: str, partitions: int) -> int:
 
 _NO_TOOL = ToolBaseline()
 """The (immutable) baseline events without a tool are folded with."""
+
+
+class _Kill(NamedTuple):
+    """A KILL sent and not yet confirmed, with the emission time of the event behind it."""
+
+    sent: SentCommand
+    emitted_at: int
 
 
 def _broker_credentials(settings: Settings) -> Any:
@@ -210,7 +217,8 @@ def create_app(settings: Settings) -> faust.App:
             ),
         )
 
-    async def respond(outcome: Outcome) -> None:
+    async def respond(outcome: Outcome, kills: list[_Kill]) -> None:
+        """Send the KILL (into ``kills``, to confirm) and the anomaly record of ``outcome``."""
         finding, decision = outcome.finding, outcome.decision
         anomaly_id = uuid.uuid4().hex
         command_id = None
@@ -223,11 +231,10 @@ def create_app(settings: Settings) -> faust.App:
                 issuer=f"{settings.app_id}/{finding.detector}",
                 anomaly_id=anomaly_id,
             )
-            await commands.publish(command)
+            kills.append(_Kill(await commands.send(command), finding.trigger_emitted_at))
             command_id = command["command_id"]
-            metrics.commands_issued.labels(kind="KILL").inc()
         latency_s = max(0.0, (now_us() - finding.trigger_emitted_at) / 1e6)
-        if finding.level != "signal":
+        if finding.level != "signal" and not decision.kill:
             metrics.detection_latency.observe(latency_s)
         metrics.anomalies.labels(
             detector=finding.detector, category=decision.category, level=finding.level
@@ -285,22 +292,49 @@ def create_app(settings: Settings) -> faust.App:
             )
         )
 
+    async def confirm(kill: _Kill) -> None:
+        """Wait for the broker to acknowledge a KILL; raises if it refused."""
+        await commands.confirm(kill.sent)
+        metrics.commands_issued.labels(kind="KILL").inc()
+        metrics.detection_latency.observe(max(0.0, (now_us() - kill.emitted_at) / 1e6))
+
     async def each_event(batch: bytes, topic: Any, handle: Any, *states: StateTable[Any]) -> None:
-        """Run ``handle`` on every event of a batch; then the tables may write behind."""
+        """Run ``handle`` on every event of a batch; then the tables may write behind.
+
+        The batch's KILLs are sent as they are decided and confirmed together at
+        its end (a fleet-wide incident waits for one acknowledgement, not one per
+        agent); the batch is done, and may be committed, only after that.
+        """
         try:
             values = codec.decode(batch, expect=_BATCH)[1]["events"]
         except Exception as exc:
             await quarantine(batch, topic.get_topic_name(), exc)
             return
+        kills: list[_Kill] = []
+        causes: list[bytes] = []
         for value in values:
             try:
-                await handle(decode(value))
+                await handle(decode(value), kills)
             except Exception as exc:
                 await quarantine(value, topic.get_topic_name(), exc)
+            causes += [value] * (len(kills) - len(causes))
+        for kill, cause in zip(kills, causes, strict=True):
+            try:
+                await confirm(kill)
+            except Exception as exc:  # the event that called for it goes to dead letters
+                command = kill.sent.command
+                _log.error(
+                    "KILL %s of %s %s was not acknowledged by the broker: %s",
+                    command["command_id"],
+                    command["target_type"],
+                    command["target_id"],
+                    exc,
+                )
+                await quarantine(cause, topic.get_topic_name(), exc)
         for table in states:
             table.commit()
 
-    async def on_chain_event(event: dict[str, Any]) -> None:
+    async def on_chain_event(event: dict[str, Any], kills: list[_Kill]) -> None:
         policy = policies.current().for_agent_type(event.get("agent_type"))
         tool_key = event.get("tool_name") or ""
         old_task = tasks.get(event["task_id"])
@@ -321,16 +355,16 @@ def create_app(settings: Settings) -> faust.App:
         if tool_key and baseline is not old_baseline:
             tools.stage(tool_key, baseline)
         for outcome in outcomes:
-            await respond(outcome)
+            await respond(outcome, kills)
 
-    async def on_agent_event(event: dict[str, Any]) -> None:
+    async def on_agent_event(event: dict[str, Any], kills: list[_Kill]) -> None:
         if event["event_type"] in _CONTROL_OUTCOMES:
             await audit_control_outcome(event)
         policy = policies.current().for_agent_type(event.get("agent_type"))
         agent, outcomes = process_agent_event(agents.get(event["agent_id"]), event, policy)
         agents.stage(event["agent_id"], agent)
         for outcome in outcomes:
-            await respond(outcome)
+            await respond(outcome, kills)
 
     async def audit_control_outcome(event: dict[str, Any]) -> None:
         entry = _CONTROL_OUTCOMES[event["event_type"]]
@@ -384,7 +418,10 @@ def create_app(settings: Settings) -> faust.App:
                 _, outcomes = check_agent(agent, now, policy)
                 for outcome in outcomes:
                     alerted[agent_id] = agent.heartbeat.last_seen
-                    await respond(outcome)
+                    kills: list[_Kill] = []
+                    await respond(outcome, kills)
+                    for kill in kills:
+                        await confirm(kill)
         except Exception:  # a timer that raises stops the whole worker
             _log.exception("silence check failed; trying again in 1 s")
 

@@ -23,6 +23,8 @@ kill  - offending event emitted -> agent halted (target p99 < 100 ms) with a
         the load starts, and again at the end under the load; and the CPU the
         broker, the worker and the agents' process used meanwhile (one core = 100%).
         --churn R adds R agents per second that come and go (a new topic each).
+        --burst K (default 20): then K agents start looping at the same moment, a
+        fleet-wide incident: emitted -> halted for each (the max is the last one).
 """
 
 from __future__ import annotations
@@ -140,6 +142,13 @@ async def _detection_latencies(bootstrap: str, agent_prefix: str, since_us: int)
     ]
 
 
+async def _burst(monitor: Monitor, name: str, agents: int) -> list[tuple[float, float] | None]:
+    """``agents`` agents start looping at the same moment (a fleet-wide incident)."""
+    names = [f"{name}-{i}" for i in range(agents)]
+    await asyncio.gather(*(_kill_once(monitor, n) for n in names))  # their topics; untimed
+    return await asyncio.gather(*(_kill_once(monitor, n) for n in names))
+
+
 def _halted(samples: list[tuple[float, float] | None], which: int) -> dict[str, Any]:
     halted = [s[which] for s in samples if s is not None]
     missed = len(samples) - len(halted)
@@ -180,9 +189,11 @@ async def bench_kill(
     load_agents: int,
     pids: dict[str, int],
     churn: float = 0.0,
+    burst: int = 20,
 ) -> dict[str, Any]:
     """``pids``: the processes whose CPU use is reported (worker, broker when local);
-    ``churn``: new agents per second during the kills."""
+    ``churn``: new agents per second during the kills; ``burst``: agents that loop at
+    the same moment, once."""
     rtt = await _round_trip(bootstrap, n)
     stop = threading.Event()
     load = [threading.Thread(target=_background_load, args=(monitor, load_agents, 10.0, stop))]
@@ -205,6 +216,7 @@ async def bench_kill(
             await _kill_once(monitor, f"bench-new-{run_id}-{uuid.uuid4().hex[:8]}")
             for _ in range(max(5, n // 4))
         ]
+        burst_samples = await _burst(monitor, f"bench-burst-{run_id}", burst) if burst else []
         print(file=sys.stderr)
         cpu = _cpu_shares(pids, cpu_before, time.monotonic() - started)
         rtt_loaded = await _round_trip(bootstrap, n)
@@ -221,6 +233,7 @@ async def bench_kill(
         "issued->halted, known agent": _halted(known_samples, 1),
         "emitted->decision in the worker, known agent": summarize(detection),
         "emitted->halted, new agent (discovery)": _halted(new_samples, 0),
+        f"emitted->halted, {burst} agents looping at once": _halted(burst_samples, 0),
         "baseline produce->consume round trip": summarize(rtt),
         "produce->consume round trip at the end, loaded": summarize(rtt_loaded),
         "CPU during the kills (one core = 100%)": cpu,
@@ -372,7 +385,9 @@ def _emit_and_kill(
             assert worker.pid is not None
             pids = {"worker": worker.pid, **({"broker": broker_pid} if broker_pid else {})}
             benchmarks["kill"] = asyncio.run(
-                bench_kill(monitor, bootstrap, args.n, args.load_agents, pids, args.churn)
+                bench_kill(
+                    monitor, bootstrap, args.n, args.load_agents, pids, args.churn, args.burst
+                )
             )
 
 
@@ -387,6 +402,9 @@ def main() -> int:
     parser.add_argument("--load-agents", type=int, default=50)
     parser.add_argument(
         "--churn", type=float, default=0.0, help="kill: new agents per second meanwhile"
+    )
+    parser.add_argument(
+        "--burst", type=int, default=20, help="kill: agents that start looping at once"
     )
     parser.add_argument("--json", type=Path, help="also write the JSON here")
     parser.add_argument(

@@ -11,10 +11,13 @@ import pytest
 
 from agents_bridge import AgentKilled, Monitor
 from agents_bridge.topics import ANOMALIES, CONTROL, events_topic
+from app.worker_process import WorkerProcess
 from tests.integration.conftest import unique
 from tests.integration.topic_reader import read_until
 
 pytestmark = pytest.mark.integration
+
+_KILLS_ISSUED = 'trc_commands_issued_total{kind="KILL"}'
 
 # Equivalent arguments written three ways: key order and whitespace differ.
 EQUIVALENT_ARGS: list[Any] = [
@@ -132,3 +135,39 @@ async def test_sync_agent_stops_at_its_next_step_boundary(
         what="the control_ack",
     )
     assert [v["event_type"] for _, v in events if v].count("tool_call") == 3
+
+
+async def test_agents_looping_at_once_are_each_killed_once_before_their_4th_call(
+    monitor: Monitor, worker: WorkerProcess, bootstrap_servers: str
+) -> None:
+    # Their KILLs are decided in the same batches and confirmed together.
+    agents = [unique("burst") for _ in range(6)]
+    calls = dict.fromkeys(agents, 0)
+    kills_before = worker.metric(_KILLS_ISSUED)
+
+    async def looping_agent(agent_id: str) -> None:
+        async with monitor.run(agent_id) as run:
+            for args in EQUIVALENT_ARGS * 3:
+                run.tool_call("kb_search", args)
+                calls[agent_id] += 1
+                if calls[agent_id] == 3:
+                    await asyncio.wait_for(asyncio.Event().wait(), 30)
+
+    outcomes = await asyncio.gather(*map(looping_agent, agents), return_exceptions=True)
+    assert all(isinstance(o, AgentKilled) for o in outcomes), outcomes
+    assert set(calls.values()) == {3}, calls
+    commands = {
+        a: o.command for a, o in zip(agents, outcomes, strict=True) if isinstance(o, AgentKilled)
+    }
+    assert len({c["command_id"] for c in commands.values()}) == len(agents)
+
+    anomalies = await read_until(
+        bootstrap_servers,
+        ANOMALIES,
+        lambda seen: {v["agent_id"] for _, v in seen if v} >= set(agents),
+        what="an anomaly for each looping agent",
+    )
+    for agent_id, command in commands.items():
+        mine = [v for _, v in anomalies if v and v["agent_id"] == agent_id]
+        assert [v["command_id"] for v in mine] == [command["command_id"]], mine
+    assert worker.metric(_KILLS_ISSUED) - kills_before == len(agents)

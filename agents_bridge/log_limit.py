@@ -4,7 +4,8 @@ While the broker is down the sender retries every half second, and each try
 logged a warning (and aiokafka an error): thousands of lines an hour in the
 logs of every agent process. Through this filter a message (by its format
 string) is written the first time and then at most once per interval, with
-how many like it were held back.
+how many like it were held back. A record passed by one such filter (the
+sender's logger) is not counted again by another (the sender process's handler).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import threading
 import time
 
 __all__ = ["RepeatLimit"]
+
+_LIMITED = "trc_repeat_limited"
+_MAX_TEMPLATES = 1_000
 
 
 class RepeatLimit(logging.Filter):
@@ -27,6 +31,8 @@ class RepeatLimit(logging.Filter):
         """Template -> (when it last passed, how many were held back since)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, _LIMITED, False):
+            return True
         template = str(record.msg)
         now = time.monotonic()
         with self._lock:
@@ -34,7 +40,10 @@ class RepeatLimit(logging.Filter):
             if now - last < self.every_s:
                 self._passed[template] = (last, held + 1)
                 return False
+            if len(self._passed) >= _MAX_TEMPLATES:  # messages formatted before logging
+                self._passed.clear()
             self._passed[template] = (now, 0)
+        setattr(record, _LIMITED, True)
         if held:
             record.msg = f"{template} ({held} more like this in the last {now - last:.0f} s)"
         return True

@@ -77,12 +77,13 @@ class AgentRun:
         parent_agent_id: str | None,
         parent_task_id: str | None,
     ) -> None:
-        self.agent_id = agent_id
-        self.agent_type = agent_type
-        self.task_id = task_id
-        self.correlation_id = correlation_id
-        self.parent_agent_id = parent_agent_id
-        self.parent_task_id = parent_task_id
+        plain = shared.guard.identifier  # the identity is marshalled: no str subclasses
+        self.agent_id = plain("agent_id", agent_id)
+        self.agent_type = plain("agent_type", agent_type)
+        self.task_id = plain("task_id", task_id)
+        self.correlation_id = plain("correlation_id", correlation_id)
+        self.parent_agent_id = plain("parent_agent_id", parent_agent_id)
+        self.parent_task_id = plain("parent_task_id", parent_task_id)
         self.step_index = 0
         self.last_action: str | None = None
         self._step_spend: list[float] = [0, 0, 0.0]  # prompt, completion tokens, USD
@@ -105,12 +106,12 @@ class AgentRun:
         self._task_loop: asyncio.AbstractEventLoop | None = None
         self._context_token: contextvars.Token[propagation.RunContext | None] | None = None
         self._identity = run_identity(
-            agent_id=agent_id,
-            agent_type=agent_type,
-            task_id=task_id,
-            correlation_id=correlation_id,
-            parent_agent_id=parent_agent_id,
-            parent_task_id=parent_task_id,
+            agent_id=self.agent_id,
+            agent_type=self.agent_type,
+            task_id=self.task_id,
+            correlation_id=self.correlation_id,
+            parent_agent_id=self.parent_agent_id,
+            parent_task_id=self.parent_task_id,
             producer_id=shared.producer_id,
         )
 

@@ -65,7 +65,7 @@ _CHILD = "from agents_bridge.sender_process import _child_main; _child_main()"
 
 
 class SenderProcess:
-    """The agent-side end: ``emit`` copies the record to the child and never blocks."""
+    """The agent-side end: ``emit`` copies the event frame to the child and never blocks."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -73,7 +73,7 @@ class SenderProcess:
         """Serialises writers of the ring (and the fall-back to a local sender)."""
         self._request_lock = threading.Lock()
         self._backlog: collections.deque[bytes] = collections.deque()
-        """Frames a full ring did not take yet, oldest first."""
+        """Marshalled messages (ring frames' bodies) a full ring did not take yet, oldest first."""
         self._backlog_bytes = 0
         self._ring: SharedRing | None = None
         self._doorbell = -1
@@ -150,12 +150,12 @@ class SenderProcess:
     def start(self) -> None:
         """Start the child (or the local sender); returns without waiting for the broker."""
         if self._settings.sender == "thread" or not hasattr(os, "memfd_create"):
-            self._send_locally(None)  # chosen, or not Linux: no memfd for the ring
+            self._start_locally(None)  # chosen, or not Linux: no memfd for the ring
             return
         try:
             self._ring = SharedRing.create(_RING_BYTES)
         except OSError as exc:
-            self._send_locally(f"no shared memory for the sender process ({exc})")
+            self._start_locally(f"no shared memory for the sender process ({exc})")
             return
         bell_read, bell_write = os.pipe()
         reply_read, reply_write = os.pipe()
@@ -175,7 +175,7 @@ class SenderProcess:
             self._child = None
             os.close(bell_write)
             os.close(reply_read)
-            self._send_locally(f"cannot start the sender process ({exc})")
+            self._start_locally(f"cannot start the sender process ({exc})")
         else:
             with self._lock:
                 self._drain(self._ring)  # what was emitted before the start
@@ -186,6 +186,10 @@ class SenderProcess:
         finally:
             os.close(bell_read)
             os.close(reply_write)
+
+    def _start_locally(self, why: str | None) -> None:
+        with self._lock:  # an agent thread may be emitting already
+            self._send_locally(why)
 
     def _watch(self) -> None:
         """Waits for the child to exit (costs nothing until then); an early exit hands over."""

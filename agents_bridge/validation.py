@@ -10,7 +10,7 @@ import collections
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, overload
 
 from agents_bridge.canonical import args_hash, canonical_json
 
@@ -57,6 +57,20 @@ class InputGuard:
             )
             value = value[: self.max_text_chars]
         return value
+
+    @overload
+    def identifier(self, field: str, value: str) -> str: ...
+    @overload
+    def identifier(self, field: str, value: str | None) -> str | None: ...
+    def identifier(self, field: str, value: str | None) -> str | None:
+        """An id as a plain ``str``: a str subclass (an enum member...) becomes its
+        characters; anything else is invalid input, recorded as its ``str()``."""
+        if value is None or type(value) is str:
+            return value
+        if isinstance(value, str):
+            return str.__str__(value)
+        self.reject("bad_id", f"{field} must be a string, got {type(value).__name__}")
+        return str(value)
 
     def count(self, field: str, value: int) -> int:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:

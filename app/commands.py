@@ -121,7 +121,9 @@ class CommandPublisher:
         acknowledged = await self._started().send(
             CONTROL, codec.encode(_COMMAND, signed), key=command_key(signed)
         )
-        for _ in range(_SENDER_HOPS):  # on the wire now, not after the caller's next await
+        # On the wire now, not after the caller's next await (unless a request to that
+        # broker is in flight: aiokafka sends one at a time, the next on its answer).
+        for _ in range(_SENDER_HOPS):
             await asyncio.sleep(0)
         return SentCommand(signed, acknowledged)
 
@@ -129,19 +131,23 @@ class CommandPublisher:
         """Wait for the broker's acknowledgement (raises if it refused), then audit it."""
         await sent.acknowledged
         signed = sent.command
-        # Not waited for: the kill is out; the audit line must not delay what follows.
-        await self.audit(
-            audit_record(
-                "issued",
-                command_id=signed["command_id"],
-                kind=signed["kind"],
-                target_type=signed["target_type"],
-                target_id=signed["target_id"],
-                issuer=signed["issuer"],
-                reason=signed["reason"],
-            ),
-            wait=False,
+        issued = audit_record(
+            "issued",
+            command_id=signed["command_id"],
+            kind=signed["kind"],
+            target_type=signed["target_type"],
+            target_id=signed["target_id"],
+            issuer=signed["issuer"],
+            reason=signed["reason"],
         )
+        # Not waited for: the kill is out; the audit line must not delay what follows,
+        # and a failure to queue it must not pass for a failed command.
+        try:
+            await self.audit(issued, wait=False)
+        except Exception as exc:
+            _log.error(
+                "the audit record of command %s was not written: %s", issued["command_id"], exc
+            )
         return signed
 
     async def publish(self, command: Record) -> Record:

@@ -302,8 +302,10 @@ def create_app(settings: Settings) -> faust.App:
         """Run ``handle`` on every event of a batch; then the tables may write behind.
 
         The batch's KILLs are sent as they are decided and confirmed together at
-        its end (a fleet-wide incident waits for one acknowledgement, not one per
-        agent); the batch is done, and may be committed, only after that.
+        its end: a fleet-wide incident waits about two broker round trips (aiokafka
+        has one request per broker in flight), not one per agent. The batch is done,
+        and may be committed, only after that (a KILL the broker refused: its event
+        dead-lettered).
         """
         try:
             values = codec.decode(batch, expect=_BATCH)[1]["events"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import itertools
 import logging
 import threading
@@ -279,3 +280,30 @@ def test_a_repeated_log_message_passes_once_a_minute_with_a_count(
         "broker b1 unreachable (4 more like this in the last 61 s)"
     )
     assert passes("broker %s unreachable") is None
+    # A record one filter passed (the sender's logger) passes another (a handler) as it is.
+    record = logging.LogRecord("x", logging.WARNING, __file__, 1, "once", (), None)
+    handler_limit = log_limit.RepeatLimit(every_s=60)
+    assert limit.filter(record) and handler_limit.filter(record) and handler_limit.filter(record)
+
+
+def test_ids_that_are_not_plain_strings_are_recorded_as_their_characters() -> None:
+    class Kind(enum.StrEnum):
+        SUPPORT = "support-bot"
+
+    recorder = Recorder()
+    run = AgentRun(
+        recorder.shared,
+        agent_id="a1",
+        agent_type=Kind.SUPPORT,
+        task_id=42,  # type: ignore[arg-type]
+        correlation_id="c1",
+        parent_agent_id=None,
+        parent_task_id=None,
+    )
+    with run:
+        run.step("plan")
+    assert {(e["agent_type"], e["task_id"]) for e in recorder.events} == {("support-bot", "42")}
+    assert type(recorder.events[0]["agent_type"]) is str
+    assert recorder.guard.problems == {"bad_id": 1}
+    with pytest.raises(InvalidEventError, match="task_id must be a string"):
+        Recorder(strict=True).run("a1", task_id=42)

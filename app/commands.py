@@ -131,23 +131,19 @@ class CommandPublisher:
         """Wait for the broker's acknowledgement (raises if it refused), then audit it."""
         await sent.acknowledged
         signed = sent.command
-        issued = audit_record(
-            "issued",
-            command_id=signed["command_id"],
-            kind=signed["kind"],
-            target_type=signed["target_type"],
-            target_id=signed["target_id"],
-            issuer=signed["issuer"],
-            reason=signed["reason"],
+        # Not waited for: the kill is out; the audit line must not delay what follows.
+        await self.audit(
+            audit_record(
+                "issued",
+                command_id=signed["command_id"],
+                kind=signed["kind"],
+                target_type=signed["target_type"],
+                target_id=signed["target_id"],
+                issuer=signed["issuer"],
+                reason=signed["reason"],
+            ),
+            wait=False,
         )
-        # Not waited for: the kill is out; the audit line must not delay what follows,
-        # and a failure to queue it must not pass for a failed command.
-        try:
-            await self.audit(issued, wait=False)
-        except Exception as exc:
-            _log.error(
-                "the audit record of command %s was not written: %s", issued["command_id"], exc
-            )
         return signed
 
     async def publish(self, command: Record) -> Record:
@@ -172,11 +168,18 @@ class CommandPublisher:
         """Append ``record`` to the audit trail.
 
         With ``wait`` a failed send raises (the caller reports it); without, the
-        record is only queued and a failure is logged.
+        record is only queued and any failure, queueing included, is logged: the
+        caller's own work (a command already sent) does not fail for it.
         """
-        sent = await self._started().send(
-            AUDIT, codec.encode(_AUDIT, record), key=(record.get("command_id") or "").encode()
-        )
+        try:
+            sent = await self._started().send(
+                AUDIT, codec.encode(_AUDIT, record), key=(record.get("command_id") or "").encode()
+            )
+        except Exception as exc:
+            if wait:
+                raise
+            _log.error("an audit record was not written: %s", exc)
+            return
         if wait:
             await sent
         else:

@@ -312,15 +312,15 @@ def create_app(settings: Settings) -> faust.App:
         except Exception as exc:
             await quarantine(batch, topic.get_topic_name(), exc)
             return
-        kills: list[_Kill] = []
-        causes: list[bytes] = []
+        sent: list[tuple[_Kill, bytes]] = []  # each KILL with the event that called for it
         for value in values:
+            kills: list[_Kill] = []
             try:
                 await handle(decode(value), kills)
             except Exception as exc:
                 await quarantine(value, topic.get_topic_name(), exc)
-            causes += [value] * (len(kills) - len(causes))
-        for kill, cause in zip(kills, causes, strict=True):
+            sent += ((kill, value) for kill in kills)
+        for kill, cause in sent:
             try:
                 await confirm(kill)
             except Exception as exc:  # the event that called for it goes to dead letters

@@ -386,7 +386,13 @@ def _emit_and_kill(
             pids = {"worker": worker.pid, **({"broker": broker_pid} if broker_pid else {})}
             benchmarks["kill"] = asyncio.run(
                 bench_kill(
-                    monitor, bootstrap, args.n, args.load_agents, pids, args.churn, args.burst
+                    monitor,
+                    bootstrap,
+                    args.n,
+                    args.load_agents,
+                    pids,
+                    churn=args.churn,
+                    burst=args.burst,
                 )
             )
 

@@ -17,7 +17,7 @@ from app.topic_specs import TopicSpec, ensure_topics
 from app.worker_process import WorkerProcess, WorkerStartError
 from tests.conftest import ARTIFACTS
 from tests.integration.conftest import unique, worker_env
-from tests.integration.topic_reader import read_until
+from tests.integration.topic_reader import read_until, until
 from tests.integration.topic_writer import TopicWriter, agent_event
 
 pytestmark = pytest.mark.integration
@@ -193,10 +193,11 @@ async def test_the_worker_exports_how_far_behind_it_runs_and_its_table_sizes(
         resent = agent_event(agent_ids[0], event_type="task_start", task_id=unique("resent"))
         async with TopicWriter(bootstrap_servers) as writer:
             await writer.send(agent_ids[0], [resent, resent])
-        deadline = asyncio.get_running_loop().time() + 30
-        while worker.metric("trc_events_duplicate_total") < 1:
-            assert asyncio.get_running_loop().time() < deadline, "no duplicate counted"
-            await asyncio.sleep(0.1)
+        await until(
+            lambda: worker.metric("trc_events_duplicate_total") >= 1,
+            within_s=30,
+            what="a duplicate counted",
+        )
         assert worker.metric("trc_events_processed_total") == done + 1
         assert _sample(worker, "trc_processing_delay_seconds_count") == done + 1
         assert _sample(worker, 'trc_table_keys{table="tasks"}') == 4
